@@ -1,0 +1,49 @@
+//! The allocator behind [pyalloc](https://docs.rs/pyalloc): CPython's small-object allocator
+//! (pymalloc, `Objects/obmalloc.c`) in Rust, layer by layer.
+//!
+//! ```text
+//!  layer 3   per-type free lists    free_list, pooled   bounded LIFO of freed slots, per heap
+//!  layer 2   blocks in size classes size_class, pool    16-byte steps, 32 classes up to 512 B
+//!  layer 1   arenas and pools       arena               1 MiB arenas of 16 KiB pools
+//!  layer 0   the OS                 os                  mmap/munmap; large requests → malloc
+//! ```
+//!
+//! Modules depend only downwards: `os` → `arena` → `pool`/`size_class` → `raw` (the unsafe
+//! `&mut self` core) → `heap` (the safe, `!Sync` [`Heap`] and its `Allocator` impl) →
+//! `free_list`/`pooled` (layer 3) → `stats`.
+//!
+//! Most users depend on the `pyalloc` facade crate instead, which re-exports this one together
+//! with `#[derive(FreeListed)]`.
+
+mod arena;
+mod config;
+mod free_list;
+mod heap;
+mod os;
+mod pool;
+mod pooled;
+mod raw;
+mod size_class;
+mod stats;
+
+pub use allocator_api2;
+pub use config::{
+    ConfigError, HeapConfig, ALIGNMENT, DEFAULT_ARENA_SIZE, DEFAULT_POOL_SIZE, MAX_ARENA_SIZE,
+    MAX_POOLS_PER_ARENA, MIN_POOL_SIZE, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD,
+};
+pub use free_list::{
+    FreeListId, FreeListKey, FreeListStats, FreeListed, DEFAULT_FREE_LIST_CAPACITY,
+    MAX_FREE_LIST_CAPACITY,
+};
+pub use heap::{Heap, TrimReport};
+#[cfg(unix)]
+pub use os::MmapSource;
+pub use os::{ArenaSource, FailingSource, SystemSource};
+pub use pooled::Pooled;
+pub use stats::{ClassStats, FreeListLine, Stats};
+
+/// Not public API: what `#[derive(FreeListed)]` expands to refers to these paths.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::free_list::{FreeListId, FreeListed};
+}

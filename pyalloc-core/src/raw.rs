@@ -1,0 +1,469 @@
+//! The raw heap: layers 0–2 behind an `unsafe`, `&mut self` API.
+//!
+//! [`RawHeap`] owns the arena table and one used-pool list per size class, and routes every
+//! request by its layout: zero-sized requests get a dangling pointer, small ones a pool block,
+//! the rest the system allocator. It knows nothing of sharing; [`Heap`](crate::Heap) wraps it
+//! in an `UnsafeCell` and is what callers see.
+//!
+//! The fast paths are [`RawHeap::alloc_block`] and [`RawHeap::free_block`]: one list pop or
+//! push and one well-predicted test each. Everything else (a pool running dry or filling up,
+//! a pool emptying, a new arena) is in `#[cold]` functions below them. Nothing on the fast
+//! path counts anything: the statistics are derived by walking the structures on demand, as
+//! CPython does since bpo-37537.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use std::alloc::{GlobalAlloc, System};
+
+use allocator_api2::alloc::AllocError;
+
+use crate::arena::Arenas;
+use crate::config::{HeapConfig, NUM_SIZE_CLASSES};
+use crate::os::ArenaSource;
+use crate::pool::{self, PoolHeader, POOL_OVERHEAD};
+use crate::size_class::{block_size, class_of, is_small};
+
+/// Layers 0–2 of one heap.
+pub(crate) struct RawHeap {
+    /// Head of each class's list of used pools (neither full nor empty); null when none.
+    pub(crate) used_pools: [*mut PoolHeader; NUM_SIZE_CLASSES],
+    /// `!(pool_size - 1)`: masks a block's address down to its pool.
+    pool_mask: usize,
+    pub(crate) arenas: Arenas,
+    /// Bytes currently held in large (system) allocations.
+    pub(crate) large_bytes: usize,
+    /// Large allocations currently live.
+    pub(crate) large_count: usize,
+    /// Bytes the heap may hold from the OS (arenas + large); `usize::MAX` without a limit.
+    memory_limit: usize,
+}
+
+/// A block as the allocator API returns it: its address and usable length.
+#[inline(always)]
+pub(crate) fn slice(ptr: NonNull<u8>, len: usize) -> NonNull<[u8]> {
+    NonNull::slice_from_raw_parts(ptr, len)
+}
+
+/// A well-aligned, non-null pointer for zero-sized requests; it is never dereferenced.
+#[inline]
+pub(crate) fn dangling(align: usize) -> NonNull<u8> {
+    // SAFETY: an alignment is a power of two, hence never zero.
+    unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(align)) }
+}
+
+impl RawHeap {
+    /// A heap with a validated `config`, taking arenas from `source`. Maps nothing yet.
+    pub(crate) fn new(config: &HeapConfig, source: Box<dyn ArenaSource + Send>) -> Self {
+        debug_assert!(config.validate().is_ok());
+        RawHeap {
+            used_pools: [ptr::null_mut(); NUM_SIZE_CLASSES],
+            pool_mask: !(config.pool_size - 1),
+            arenas: Arenas::new(
+                config.pool_size,
+                config.arena_size,
+                config.empty_arenas_kept,
+                source,
+            ),
+            large_bytes: 0,
+            large_count: 0,
+            memory_limit: config.memory_limit.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The pool a small block lies in.
+    #[inline(always)]
+    pub(crate) fn pool_of(&self, block: NonNull<u8>) -> NonNull<PoolHeader> {
+        // SAFETY: masking a non-null block address inside a pool yields the pool's (non-null)
+        // start; `map_addr` keeps the arena's provenance.
+        unsafe { NonNull::new_unchecked(block.as_ptr().map_addr(|a| a & self.pool_mask).cast()) }
+    }
+
+    /// Bytes the memory limit still allows the heap to take from the OS.
+    fn headroom(&self) -> usize {
+        self.memory_limit
+            .saturating_sub(self.arenas.mapped_bytes())
+            .saturating_sub(self.large_bytes)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Layer 2: blocks
+
+    /// Hands out a block of size class `class`: the fast path.
+    #[inline(always)]
+    pub(crate) fn alloc_block(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let pool = self.used_pools[class];
+        if let Some(pool) = NonNull::new(pool) {
+            // SAFETY: a pool in a used-pool list is a live pool of this heap whose `freeblock`
+            // is a free block of it (the used-state invariant, see `pool`).
+            unsafe {
+                let p = pool.as_ptr();
+                let block = (*p).freeblock;
+                debug_assert!(!block.is_null(), "used pool {p:p} has no free block");
+                (*p).ref_count += 1;
+                let next = pool::next_free(block);
+                (*p).freeblock = next;
+                if next.is_null() {
+                    self.refill_or_retire(pool, class);
+                }
+                return Some(NonNull::new_unchecked(block));
+            }
+        }
+        self.alloc_block_from_new_pool(class)
+    }
+
+    /// The head pool of `class` ran out of free blocks: carve one more, or unlink it as full.
+    #[cold]
+    #[inline(never)]
+    fn refill_or_retire(&mut self, pool: NonNull<PoolHeader>, class: usize) {
+        // SAFETY: `pool` is the head of `class`'s used list with a null `freeblock`.
+        unsafe {
+            if pool::carve_next(pool) {
+                return;
+            }
+            debug_assert_eq!(self.used_pools[class], pool.as_ptr());
+            let next = (*pool.as_ptr()).next;
+            self.used_pools[class] = next;
+            if !next.is_null() {
+                (*next).prev = ptr::null_mut();
+            }
+            (*pool.as_ptr()).next = ptr::null_mut();
+        }
+    }
+
+    /// No pool of `class` has a free block: take an empty pool from layer 1.
+    #[cold]
+    #[inline(never)]
+    fn alloc_block_from_new_pool(&mut self, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(self.used_pools[class].is_null());
+        let headroom = self.headroom();
+        let taken = self.arenas.take_pool(headroom)?;
+        let pool = taken.pool.cast::<PoolHeader>();
+        // SAFETY: `take_pool` handed over a whole free pool of this heap. A dirty pool's header
+        // is the one its last user left when it emptied: a valid header whose free list holds
+        // every carved block.
+        let block = unsafe {
+            let p = pool.as_ptr();
+            if taken.dirty && (*p).size_class as usize == class && !(*p).freeblock.is_null() {
+                // Last used by this same class: its free list is ready (CPython does the same).
+                debug_assert_eq!((*p).ref_count, 0);
+                let block = (*p).freeblock;
+                (*p).freeblock = pool::next_free(block);
+                (*p).ref_count = 1;
+                (*p).arena_index = taken.arena_index;
+                if (*p).freeblock.is_null() && !pool::carve_next(pool) {
+                    unreachable!("a pool holds at least two blocks");
+                }
+                NonNull::new_unchecked(block)
+            } else {
+                pool::init_pool(pool, class, taken.arena_index, self.arenas.pool_size)
+            }
+        };
+        // SAFETY: the pool header was just initialised; the list of `class` is empty.
+        unsafe {
+            (*pool.as_ptr()).next = ptr::null_mut();
+            (*pool.as_ptr()).prev = ptr::null_mut();
+        }
+        self.used_pools[class] = pool.as_ptr();
+        Some(block)
+    }
+
+    /// Takes back a small block: the fast path.
+    ///
+    /// # Safety
+    ///
+    /// `block` was returned by `alloc_block` of this heap and is not freed yet.
+    #[inline(always)]
+    pub(crate) unsafe fn free_block(&mut self, block: NonNull<u8>) {
+        let pool = self.pool_of(block);
+        // SAFETY: the caller guarantees `block` is a live block of this heap, so `pool` is its
+        // pool's header and the block's first word may be overwritten with the link.
+        unsafe {
+            let p = pool.as_ptr();
+            debug_assert!(
+                (*p).ref_count > 0,
+                "free of block {block:p} in empty pool {p:p}"
+            );
+            let last_free = (*p).freeblock;
+            pool::set_next(block.as_ptr(), last_free);
+            (*p).freeblock = block.as_ptr();
+            (*p).ref_count -= 1;
+            if last_free.is_null() {
+                self.pool_was_full(pool);
+            } else if (*p).ref_count == 0 {
+                self.pool_became_empty(pool);
+            }
+        }
+    }
+
+    /// A block was freed into a full pool: the pool is used again, and goes to the front of its
+    /// class's list so the next allocation of the class finds it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn pool_was_full(&mut self, pool: NonNull<PoolHeader>) {
+        // SAFETY: `pool` was full, so it is in no list; its header is valid.
+        unsafe {
+            let p = pool.as_ptr();
+            debug_assert!((*p).ref_count > 0, "a pool holds at least two blocks");
+            let class = (*p).size_class as usize;
+            let head = self.used_pools[class];
+            (*p).next = head;
+            (*p).prev = ptr::null_mut();
+            if !head.is_null() {
+                (*head).prev = p;
+            }
+            self.used_pools[class] = p;
+        }
+    }
+
+    /// The last live block of a used pool was freed: unlink it and give it to its arena.
+    #[cold]
+    #[inline(never)]
+    unsafe fn pool_became_empty(&mut self, pool: NonNull<PoolHeader>) {
+        // SAFETY: `pool` is in its class's used list (it had a free block before this free) and
+        // now holds no live block.
+        unsafe {
+            let p = pool.as_ptr();
+            let class = (*p).size_class as usize;
+            let (prev, next) = ((*p).prev, (*p).next);
+            if prev.is_null() {
+                debug_assert_eq!(self.used_pools[class], p);
+                self.used_pools[class] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            let arena_index = (*p).arena_index;
+            let number = self.arenas.pool_number(arena_index, pool.cast());
+            self.arenas.return_pool(arena_index, number);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Routing by layout
+
+    /// Allocates for any layout: pools, dangling, or the system allocator.
+    #[inline]
+    pub(crate) fn allocate(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let size = layout.size();
+        if size != 0 && is_small(layout) {
+            let class = class_of(size);
+            return match self.alloc_block(class) {
+                Some(block) => Ok(slice(block, block_size(class))),
+                None => Err(AllocError),
+            };
+        }
+        self.allocate_other(layout)
+    }
+
+    /// The requests pools do not serve: zero-sized and large ones.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn allocate_other(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(slice(dangling(layout.align()), 0));
+        }
+        if layout.size() > self.headroom() {
+            return Err(AllocError);
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { System.alloc(layout) }).ok_or(AllocError)?;
+        self.large_bytes += layout.size();
+        self.large_count += 1;
+        Ok(slice(ptr, layout.size()))
+    }
+
+    /// Frees for any layout.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was allocated by this heap with a layout that `layout` fits (same alignment, size
+    /// between the requested size and the length returned), and is not freed yet.
+    #[inline]
+    pub(crate) unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 && is_small(layout) {
+            // SAFETY: a non-zero small layout means a pool block (routing is by layout, and
+            // the caller's layout fits the one it was allocated with).
+            unsafe { self.free_block(ptr) }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { self.deallocate_other(ptr, layout) }
+        }
+    }
+
+    /// Frees zero-sized (nothing to do) and large blocks.
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate`](Self::deallocate), with a layout that is zero-sized or not small.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn deallocate_other(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
+        debug_assert!(self.large_count > 0 && self.large_bytes >= layout.size());
+        self.large_bytes -= layout.size();
+        self.large_count -= 1;
+        // SAFETY: large blocks come from `System.alloc` with this very layout.
+        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+    }
+
+    /// Allocates zeroed memory: the whole returned length is zero.
+    pub(crate) fn allocate_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let block = self.allocate(layout)?;
+        // SAFETY: `block` is freshly allocated, writable for its whole length.
+        unsafe { block.cast::<u8>().as_ptr().write_bytes(0, block.len()) };
+        Ok(block)
+    }
+
+    /// Resizes a block. Stays in place when the block can hold the new size (and, when
+    /// shrinking, at least three quarters of it stays used: CPython's rule, so that a shrink
+    /// to a much smaller class gives the big block back); otherwise moves, crossing between
+    /// pools and the system allocator as the size crosses the threshold.
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate`](Self::deallocate) for `ptr` and `old`.
+    pub(crate) unsafe fn reallocate(
+        &mut self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let old_small = old.size() != 0 && is_small(old);
+        let new_small = new.size() != 0 && is_small(new);
+        if old_small && new_small {
+            // SAFETY: `ptr` is a live pool block, so its pool header is valid.
+            let held = block_size(unsafe { (*self.pool_of(ptr).as_ptr()).size_class } as usize);
+            let growing = new.size() >= old.size();
+            if new.size() <= held && (growing || 4 * new.size() > 3 * held) {
+                return Ok(slice(ptr, held));
+            }
+        } else if !old_small
+            && !new_small
+            && old.size() != 0
+            && new.size() != 0
+            && old.align() == new.align()
+        {
+            let grow_by = new.size().saturating_sub(old.size());
+            if grow_by > self.headroom() {
+                return Err(AllocError);
+            }
+            // SAFETY: `ptr` is a live system block of layout `old`; `new.size()` is non-zero
+            // and, being a valid layout's size, does not overflow when rounded to the alignment.
+            let moved = unsafe { System.realloc(ptr.as_ptr(), old, new.size()) };
+            let moved = NonNull::new(moved).ok_or(AllocError)?;
+            self.large_bytes = self.large_bytes - old.size() + new.size();
+            return Ok(slice(moved, new.size()));
+        }
+        let fresh = self.allocate(new)?;
+        let keep = old.size().min(new.size());
+        // SAFETY: both blocks are live and distinct, each at least `keep` bytes long; then the
+        // old block is freed with its own layout, as the caller allows.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast::<u8>().as_ptr(), keep);
+            self.deallocate(ptr, old);
+        }
+        Ok(fresh)
+    }
+
+    /// Verifies every invariant of layers 1 and 2 (see [`Heap::check`](crate::Heap::check)).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.arenas.check()?;
+        let pool_size = self.arenas.pool_size;
+        // Every pool in a used list: right class, free list well formed, counts agree.
+        let mut listed = std::collections::HashSet::new();
+        for (class, &head) in self.used_pools.iter().enumerate() {
+            let mut prev: *mut PoolHeader = ptr::null_mut();
+            let mut p = head;
+            while !p.is_null() {
+                if !listed.insert(p.addr()) {
+                    return Err(format!("pool {p:p} is listed twice (class {class})"));
+                }
+                // SAFETY: pools reachable from the used lists are live pools of this heap.
+                let h = unsafe { &*p };
+                if h.size_class as usize != class || h.prev != prev {
+                    return Err(format!("pool {p:p} misplaced in the list of class {class}"));
+                }
+                if h.freeblock.is_null() {
+                    return Err(format!("used pool {p:p} (class {class}) has no free block"));
+                }
+                prev = p;
+                p = h.next;
+            }
+        }
+        for (index, ao) in self.arenas.objects.iter().enumerate() {
+            let Some(base) = ao.base else { continue };
+            for number in 0..self.arenas.pools_per_arena {
+                if (ao.dirty_free | ao.clean_free) & (1 << number) != 0 {
+                    continue;
+                }
+                // SAFETY: a pool whose bit is clear is in use: its header is valid.
+                let p =
+                    unsafe { base.as_ptr().add(number as usize * pool_size) }.cast::<PoolHeader>();
+                // SAFETY: as above.
+                let h = unsafe { &*p };
+                check_pool(p, h, index as u32, pool_size, listed.contains(&p.addr()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks one pool in use: its header, its free list, and its state against the lists.
+fn check_pool(
+    p: *mut PoolHeader,
+    h: &PoolHeader,
+    arena_index: u32,
+    pool_size: usize,
+    listed: bool,
+) -> Result<(), String> {
+    let class = h.size_class as usize;
+    if class >= NUM_SIZE_CLASSES || h.arena_index != arena_index {
+        return Err(format!("pool {p:p}: corrupt header {h:?}"));
+    }
+    let size = block_size(class);
+    let capacity = pool::blocks_per_pool(pool_size, class);
+    let carved = (h.next_offset as usize - POOL_OVERHEAD) / size;
+    if h.ref_count == 0 || h.ref_count as usize > carved || carved > capacity {
+        return Err(format!(
+            "pool {p:p}: {} live of {carved} carved",
+            h.ref_count
+        ));
+    }
+    let start = p.addr();
+    let mut free = 0usize;
+    let mut b = h.freeblock;
+    while !b.is_null() {
+        let offset = b.addr().wrapping_sub(start);
+        if offset < POOL_OVERHEAD
+            || offset >= h.next_offset as usize
+            || (offset - POOL_OVERHEAD) % size != 0
+        {
+            return Err(format!("pool {p:p}: free list holds stray address {b:p}"));
+        }
+        free += 1;
+        if free > carved {
+            return Err(format!("pool {p:p}: free list has a cycle"));
+        }
+        // SAFETY: `b` is a free block of this pool (checked above), holding a link.
+        b = unsafe { pool::next_free(b) };
+    }
+    if free + h.ref_count as usize != carved {
+        return Err(format!(
+            "pool {p:p}: {free} free + {} live != {carved} carved",
+            h.ref_count
+        ));
+    }
+    let full = h.freeblock.is_null();
+    if full == listed {
+        return Err(format!(
+            "pool {p:p}: {} but {} a used-pool list",
+            if full { "full" } else { "used" },
+            if listed { "in" } else { "not in" }
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! `#[derive(FreeListed)]` for pyalloc (layer 3). Not yet implemented.

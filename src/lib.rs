@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub use pyalloc_core::*;
+
+/// allocator-api2's collections and trait, re-exported so `pyalloc` is the one dependency.
+pub use allocator_api2::{
+    alloc::{AllocError, Allocator},
+    boxed::Box,
+    vec::Vec,
+};
