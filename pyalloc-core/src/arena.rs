@@ -286,6 +286,10 @@ impl Arenas {
         }
         let base = self.source.map_arena(self.arena_size)?;
         debug_assert_eq!(base.as_ptr().addr() % self.arena_size, 0);
+        // A freed block reaches the heap as the caller's pointer, whose provenance may cover
+        // that block only (a `Box` retags it so); the heap finds the block's pool header by
+        // address instead, through the arena's own provenance, exposed here.
+        let _ = base.as_ptr().expose_provenance();
         let object = ArenaObject {
             base: Some(base),
             dirty_free: 0,

@@ -75,6 +75,7 @@ pub struct HeapConfig {
     pub(crate) empty_arenas_kept: usize,
     pub(crate) memory_limit: Option<usize>,
     pub(crate) free_lists: bool,
+    pub(crate) debug: bool,
 }
 
 impl Default for HeapConfig {
@@ -93,6 +94,7 @@ impl HeapConfig {
             empty_arenas_kept: 1,
             memory_limit: None,
             free_lists: true,
+            debug: false,
         }
     }
 
@@ -128,6 +130,22 @@ impl HeapConfig {
     pub const fn free_lists(mut self, enabled: bool) -> Self {
         self.free_lists = enabled;
         self
+    }
+
+    /// The debug mode, as CPython's `PYTHONMALLOC=debug`: guard bytes around every block,
+    /// fill patterns, and a record of every live block, so that overruns, underruns, double
+    /// frees, frees with the wrong layout or to the wrong heap, and writes after free are
+    /// reported (by a panic naming the problem and the address) before they corrupt anything
+    /// else. Slower and larger; off by default, and free of cost when off. See
+    /// [`Heap`](crate::Heap)'s "Debug mode" section.
+    pub const fn debug(mut self, enabled: bool) -> Self {
+        self.debug = enabled;
+        self
+    }
+
+    /// Whether the debug mode is on.
+    pub const fn get_debug(&self) -> bool {
+        self.debug
     }
 
     /// Pools per arena under this geometry.

@@ -19,6 +19,8 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::debug;
+
 /// The largest capacity a free list may have. CPython's largest is the tuple list's 2000; a
 /// bound keeps a typo (`capacity = 80000000`) from pinning memory without limit.
 pub const MAX_FREE_LIST_CAPACITY: usize = 1 << 20;
@@ -265,6 +267,21 @@ impl FreeList {
         true
     }
 
+    /// Panics if `slot` is already on this list: a double free in debug mode.
+    fn debug_check_absent(&self, slot: NonNull<u8>) {
+        let mut at = self.head;
+        while !at.is_null() {
+            if at == slot.as_ptr() {
+                panic!(
+                    "pyalloc debug: double free: slot {slot:p} is already on the {} free list",
+                    self.spec.map_or("?", |s| s.name)
+                );
+            }
+            // SAFETY: slots on the list hold the link to the next in their first word.
+            at = unsafe { at.cast::<*mut u8>().read() };
+        }
+    }
+
     pub(crate) fn stats(&self) -> FreeListStats {
         FreeListStats {
             len: self.len as usize,
@@ -280,12 +297,57 @@ impl FreeList {
 /// Every free list of one heap, indexed by [`FreeListId`] number.
 #[derive(Debug, Default)]
 pub(crate) struct FreeLists {
-    pub(crate) lists: Vec<FreeList>,
-    /// `false` when the heap's config disables free lists: lists are created with capacity 0.
-    pub(crate) disabled: bool,
+    /// The lists the hit paths use. Always empty in debug mode, so the hit paths always miss
+    /// and every operation takes the slow path, which poisons and checks slots.
+    lists: Vec<FreeList>,
+    /// The lists of a debug-mode heap.
+    debug_lists: Vec<FreeList>,
+    /// `true` when the heap's config disables free lists: lists are created with capacity 0.
+    disabled: bool,
+    /// The heap's debug mode.
+    debug: bool,
 }
 
 impl FreeLists {
+    pub(crate) fn new(disabled: bool, debug: bool) -> Self {
+        FreeLists {
+            disabled,
+            debug,
+            ..FreeLists::default()
+        }
+    }
+
+    /// The vector that holds the lists: the hit paths' one, or the debug mode's.
+    fn store(&mut self) -> &mut Vec<FreeList> {
+        if self.debug {
+            &mut self.debug_lists
+        } else {
+            &mut self.lists
+        }
+    }
+
+    fn store_ref(&self) -> &Vec<FreeList> {
+        if self.debug {
+            &self.debug_lists
+        } else {
+            &self.lists
+        }
+    }
+
+    /// The figures of list `id` (zero for a list this heap has not seen).
+    pub(crate) fn stats(&self, id: usize) -> FreeListStats {
+        self.store_ref()
+            .get(id)
+            .map(FreeList::stats)
+            .unwrap_or_default()
+    }
+
+    /// The specs of every list this heap has seen, with their figures.
+    pub(crate) fn created(&self) -> impl Iterator<Item = (ListSpec, FreeListStats)> + '_ {
+        self.store_ref()
+            .iter()
+            .filter_map(|l| l.spec.map(|s| (s, l.stats())))
+    }
     /// The hit path: pops a slot of list `id`, if it exists and has one.
     #[inline(always)]
     pub(crate) fn pop(&mut self, id: usize) -> Option<NonNull<u8>> {
@@ -308,13 +370,15 @@ impl FreeLists {
 
     /// The list for `id`, created from `spec` if the heap has not seen it yet.
     pub(crate) fn list(&mut self, id: usize, spec: &ListSpec) -> &mut FreeList {
-        if id >= self.lists.len() {
-            self.lists.resize_with(id + 1, || FreeList::UNCREATED);
+        let capacity = if self.disabled { 0 } else { spec.capacity };
+        let store = self.store();
+        if id >= store.len() {
+            store.resize_with(id + 1, || FreeList::UNCREATED);
         }
-        let list = &mut self.lists[id];
+        let list = &mut store[id];
         if list.spec.is_none() {
             list.spec = Some(*spec);
-            list.capacity = if self.disabled { 0 } else { spec.capacity };
+            list.capacity = capacity;
         }
         debug_assert_eq!(list.spec.map(|s| s.value_layout), Some(spec.value_layout));
         list
@@ -337,13 +401,30 @@ impl FreeLists {
         spec: &ListSpec,
         slot: NonNull<u8>,
     ) -> bool {
+        let debug = self.debug;
         let list = self.list(id, spec);
+        if debug {
+            list.debug_check_absent(slot);
+        }
         // SAFETY: forwarded contract; the list was created with this spec.
         if unsafe { list.try_push(slot) } {
+            if debug {
+                // SAFETY: the slot is `slot_layout` bytes and holds nothing live.
+                unsafe { debug::poison(slot.as_ptr(), slot_layout(spec.value_layout).size()) };
+            }
             return true;
         }
         list.overflows += 1;
         false
+    }
+
+    /// The debug mode's pop: checks that the slot was not written while on the list.
+    pub(crate) fn debug_pop(&mut self, id: usize, spec: &ListSpec) -> Option<NonNull<u8>> {
+        let slot = self.list(id, spec).pop()?;
+        let what = format!("slot of the {} free list", spec.name);
+        // SAFETY: the slot is `slot_layout` bytes, poisoned when pushed.
+        unsafe { debug::check_poison(slot.as_ptr(), slot_layout(spec.value_layout).size(), &what) };
+        Some(slot)
     }
 
     /// Changes one list's capacity; returns the slots that no longer fit, to be freed.
@@ -371,7 +452,7 @@ impl FreeLists {
     /// Empties every list; returns each slot with its value layout, to be freed to layer 2.
     pub(crate) fn drain_all(&mut self) -> Vec<(NonNull<u8>, Layout)> {
         let mut slots = Vec::new();
-        for list in &mut self.lists {
+        for list in self.store() {
             let Some(spec) = list.spec else { continue };
             while let Some(slot) = list.pop() {
                 list.hits -= 1; // a clearing is not a hit
@@ -379,14 +460,6 @@ impl FreeLists {
             }
         }
         slots
-    }
-
-    /// Slots held per list, for statistics: `(name, value size, stats)`.
-    pub(crate) fn summary(&self) -> Vec<(&'static str, usize, FreeListStats)> {
-        self.lists
-            .iter()
-            .filter_map(|l| l.spec.map(|s| (s.name, s.value_layout.size(), l.stats())))
-            .collect()
     }
 }
 
@@ -430,7 +503,7 @@ mod tests {
         assert_eq!(lists.pop(7), Some(ptrs[1]));
         assert_eq!(lists.pop(7), Some(ptrs[0]));
         assert_eq!(lists.pop(7), None);
-        let s = lists.lists[7].stats();
+        let s = lists.stats(7);
         assert_eq!((s.hits, s.pushes, s.overflows, s.len), (2, 2, 1, 0));
     }
 }

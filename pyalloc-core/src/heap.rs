@@ -127,10 +127,7 @@ impl Heap {
         config.validate()?;
         Ok(Heap {
             raw: UnsafeCell::new(RawHeap::new(&config, source)),
-            lists: UnsafeCell::new(FreeLists {
-                lists: Vec::new(),
-                disabled: !config.free_lists,
-            }),
+            lists: UnsafeCell::new(FreeLists::new(!config.free_lists, config.debug)),
             config,
         })
     }
@@ -229,8 +226,7 @@ impl Heap {
 
     fn stats_of(&self, id: usize) -> FreeListStats {
         // SAFETY: a read that runs no user code.
-        let lists = unsafe { self.lists() };
-        lists.lists.get(id).map(|l| l.stats()).unwrap_or_default()
+        unsafe { self.lists() }.stats(id)
     }
 
     /// Sets how many slots `T`'s free list keeps in this heap (0 turns it off); slots beyond
@@ -293,6 +289,11 @@ impl Heap {
     fn pop_slot_miss(&self, id: usize, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
         // SAFETY: no user code runs while either borrow lives.
         unsafe {
+            if self.config.debug {
+                if let Some(slot) = self.lists().debug_pop(id, spec) {
+                    return Ok(slot);
+                }
+            }
             self.lists().record_miss(id, spec);
             let block = self.raw().allocate(slot_layout(spec.value_layout))?;
             Ok(block.cast())
@@ -324,6 +325,11 @@ impl Heap {
         // SAFETY: as `push_slot`; a slot the list does not keep is a block of this heap with
         // the slot layout, freed to layer 2. No user code runs.
         unsafe {
+            if self.config.debug {
+                // A slot must be a live block of this heap (not foreign, not freed to layer 2).
+                self.raw()
+                    .debug_check_live(slot, slot_layout(spec.value_layout));
+            }
             if !self.lists().push_or_overflow(id, spec, slot) {
                 self.raw().deallocate(slot, slot_layout(spec.value_layout));
             }

@@ -17,6 +17,7 @@
 
 mod arena;
 mod config;
+mod debug;
 mod free_list;
 mod heap;
 mod os;
@@ -31,6 +32,7 @@ pub use config::{
     ConfigError, HeapConfig, ALIGNMENT, DEFAULT_ARENA_SIZE, DEFAULT_POOL_SIZE, MAX_ARENA_SIZE,
     MAX_POOLS_PER_ARENA, MIN_POOL_SIZE, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD,
 };
+pub use debug::{FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
 pub use free_list::{
     FreeListId, FreeListKey, FreeListStats, FreeListed, DEFAULT_FREE_LIST_CAPACITY,
     MAX_FREE_LIST_CAPACITY,

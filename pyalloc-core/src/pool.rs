@@ -25,6 +25,7 @@ use core::ptr::{self, NonNull};
 use static_assertions::{assert_eq_size, const_assert};
 
 use crate::config::{ALIGNMENT, MIN_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
+use crate::debug;
 use crate::size_class::block_size;
 
 /// The header at the start of every pool in use.
@@ -91,7 +92,8 @@ pub(crate) unsafe fn set_next(block: *mut u8, next: *mut u8) {
 }
 
 /// Initialises a pool for `class` and hands out its first block; the second block is carved
-/// onto the free list, so the pool is in the "used" state on return.
+/// onto the free list, so the pool is in the "used" state on return. With `poison` (debug
+/// mode) both blocks are filled with the freed pattern first.
 ///
 /// # Safety
 ///
@@ -101,6 +103,7 @@ pub(crate) unsafe fn init_pool(
     class: usize,
     arena_index: u32,
     pool_size: usize,
+    poison: bool,
 ) -> NonNull<u8> {
     let size = block_size(class);
     let base = pool.as_ptr().cast::<u8>();
@@ -109,6 +112,9 @@ pub(crate) unsafe fn init_pool(
     unsafe {
         let first = base.add(POOL_OVERHEAD);
         let second = first.add(size);
+        if poison {
+            debug::poison(first, 2 * size);
+        }
         set_next(second, ptr::null_mut());
         pool.as_ptr().write(PoolHeader {
             ref_count: 1,
@@ -125,13 +131,14 @@ pub(crate) unsafe fn init_pool(
 }
 
 /// Called when a pool's free list has just run dry after an allocation: carves the next
-/// untouched block onto it, or reports (`false`) that the pool is now full.
+/// untouched block onto it (filled with the freed pattern first with `poison`), or reports
+/// (`false`) that the pool is now full.
 ///
 /// # Safety
 ///
 /// `pool` is a pool in use whose `freeblock` is null.
 #[inline]
-pub(crate) unsafe fn carve_next(pool: NonNull<PoolHeader>) -> bool {
+pub(crate) unsafe fn carve_next(pool: NonNull<PoolHeader>, poison: bool) -> bool {
     // SAFETY: the caller hands a valid header; the carved block lies inside the pool because
     // `next_offset <= max_next_offset = pool_size - block size`.
     unsafe {
@@ -141,7 +148,11 @@ pub(crate) unsafe fn carve_next(pool: NonNull<PoolHeader>) -> bool {
             return false;
         }
         let block = p.cast::<u8>().add((*p).next_offset as usize);
-        (*p).next_offset += block_size((*p).size_class as usize) as u32;
+        let size = block_size((*p).size_class as usize);
+        (*p).next_offset += size as u32;
+        if poison {
+            debug::poison(block, size);
+        }
         set_next(block, ptr::null_mut());
         (*p).freeblock = block;
         true

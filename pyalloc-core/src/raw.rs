@@ -18,7 +18,8 @@ use std::alloc::{GlobalAlloc, System};
 use allocator_api2::alloc::AllocError;
 
 use crate::arena::Arenas;
-use crate::config::{HeapConfig, NUM_SIZE_CLASSES};
+use crate::config::{HeapConfig, ALIGNMENT, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
+use crate::debug::DebugState;
 use crate::os::ArenaSource;
 use crate::pool::{self, PoolHeader, POOL_OVERHEAD};
 use crate::size_class::{block_size, class_of, is_small};
@@ -36,6 +37,12 @@ pub(crate) struct RawHeap {
     pub(crate) large_count: usize,
     /// Bytes the heap may hold from the OS (arenas + large); `usize::MAX` without a limit.
     memory_limit: usize,
+    /// Requests with `size - 1 < small_limit` (and alignment at most 16) take the pool fast
+    /// path: [`SMALL_REQUEST_THRESHOLD`] normally, 0 in debug mode so that every request takes
+    /// the debug path without a branch of its own on the fast path.
+    small_limit: usize,
+    /// The debug mode's records; `None` when it is off.
+    pub(crate) debug: Option<Box<DebugState>>,
 }
 
 /// A block as the allocator API returns it: its address and usable length.
@@ -67,15 +74,25 @@ impl RawHeap {
             large_bytes: 0,
             large_count: 0,
             memory_limit: config.memory_limit.unwrap_or(usize::MAX),
+            small_limit: if config.debug {
+                0
+            } else {
+                SMALL_REQUEST_THRESHOLD
+            },
+            debug: config.debug.then(Box::default),
         }
     }
 
-    /// The pool a small block lies in.
+    /// The pool a small block lies in: its address masked down to the pool size.
+    ///
+    /// The header is reached through the arena's provenance (exposed when the arena was
+    /// mapped), not the block pointer's: a caller's pointer may be entitled to its block only.
     #[inline(always)]
     pub(crate) fn pool_of(&self, block: NonNull<u8>) -> NonNull<PoolHeader> {
-        // SAFETY: masking a non-null block address inside a pool yields the pool's (non-null)
-        // start; `map_addr` keeps the arena's provenance.
-        unsafe { NonNull::new_unchecked(block.as_ptr().map_addr(|a| a & self.pool_mask).cast()) }
+        let pool = ptr::with_exposed_provenance_mut(block.as_ptr().addr() & self.pool_mask);
+        // SAFETY: masking a non-null block address inside a pool yields the pool's start,
+        // which is non-null (arenas are never at address 0).
+        unsafe { NonNull::new_unchecked(pool) }
     }
 
     /// Bytes the memory limit still allows the heap to take from the OS.
@@ -117,7 +134,7 @@ impl RawHeap {
     fn refill_or_retire(&mut self, pool: NonNull<PoolHeader>, class: usize) {
         // SAFETY: `pool` is the head of `class`'s used list with a null `freeblock`.
         unsafe {
-            if pool::carve_next(pool) {
+            if pool::carve_next(pool, self.debug.is_some()) {
                 return;
             }
             debug_assert_eq!(self.used_pools[class], pool.as_ptr());
@@ -150,12 +167,19 @@ impl RawHeap {
                 (*p).freeblock = pool::next_free(block);
                 (*p).ref_count = 1;
                 (*p).arena_index = taken.arena_index;
-                if (*p).freeblock.is_null() && !pool::carve_next(pool) {
+                if (*p).freeblock.is_null() && !pool::carve_next(pool, self.debug.is_some()) {
                     unreachable!("a pool holds at least two blocks");
                 }
                 NonNull::new_unchecked(block)
             } else {
-                pool::init_pool(pool, class, taken.arena_index, self.arenas.pool_size)
+                let poison = self.debug.is_some();
+                pool::init_pool(
+                    pool,
+                    class,
+                    taken.arena_index,
+                    self.arenas.pool_size,
+                    poison,
+                )
             }
         };
         // SAFETY: the pool header was just initialised; the list of `class` is empty.
@@ -243,11 +267,17 @@ impl RawHeap {
     // ----------------------------------------------------------------------------------------
     // Routing by layout
 
+    /// Whether a request takes the pool fast path: non-zero, small, and not in debug mode.
+    #[inline(always)]
+    fn takes_fast_path(&self, layout: Layout) -> bool {
+        layout.size().wrapping_sub(1) < self.small_limit && layout.align() <= ALIGNMENT
+    }
+
     /// Allocates for any layout: pools, dangling, or the system allocator.
     #[inline]
     pub(crate) fn allocate(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let size = layout.size();
-        if size != 0 && is_small(layout) {
+        if self.takes_fast_path(layout) {
             let class = class_of(size);
             return match self.alloc_block(class) {
                 Some(block) => Ok(slice(block, block_size(class))),
@@ -257,13 +287,22 @@ impl RawHeap {
         self.allocate_other(layout)
     }
 
-    /// The requests pools do not serve: zero-sized and large ones.
+    /// The requests the fast path does not serve: zero-sized, large, and debug-mode ones.
     #[cold]
     #[inline(never)]
     pub(crate) fn allocate_other(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.size() == 0 {
             return Ok(slice(dangling(layout.align()), 0));
         }
+        if self.debug.is_some() {
+            return self.debug_allocate(layout);
+        }
+        self.allocate_large(layout)
+    }
+
+    /// A request for the system allocator, within the memory limit.
+    pub(crate) fn allocate_large(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        debug_assert!(layout.size() != 0);
         if layout.size() > self.headroom() {
             return Err(AllocError);
         }
@@ -282,9 +321,9 @@ impl RawHeap {
     /// between the requested size and the length returned), and is not freed yet.
     #[inline]
     pub(crate) unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 && is_small(layout) {
-            // SAFETY: a non-zero small layout means a pool block (routing is by layout, and
-            // the caller's layout fits the one it was allocated with).
+        if self.takes_fast_path(layout) {
+            // SAFETY: a non-zero small layout outside debug mode means a pool block (routing
+            // is by layout, and the caller's layout fits the one it was allocated with).
             unsafe { self.free_block(ptr) }
         } else {
             // SAFETY: forwarded contract.
@@ -292,17 +331,33 @@ impl RawHeap {
         }
     }
 
-    /// Frees zero-sized (nothing to do) and large blocks.
+    /// Frees what the fast path does not: zero-sized (nothing to do), large, and debug-mode
+    /// blocks.
     ///
     /// # Safety
     ///
-    /// As [`deallocate`](Self::deallocate), with a layout that is zero-sized or not small.
+    /// As [`deallocate`](Self::deallocate), with a layout the fast path does not take.
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn deallocate_other(&mut self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() == 0 {
             return;
         }
+        if self.debug.is_some() {
+            // SAFETY: forwarded contract; the debug mode checks it.
+            unsafe { self.debug_deallocate(ptr, layout) };
+            return;
+        }
+        // SAFETY: forwarded contract: a non-zero layout that is not small is a system block.
+        unsafe { self.deallocate_large(ptr, layout) }
+    }
+
+    /// Frees a block of the system allocator.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from [`allocate_large`](Self::allocate_large) with `layout`, not yet freed.
+    pub(crate) unsafe fn deallocate_large(&mut self, ptr: NonNull<u8>, layout: Layout) {
         debug_assert!(self.large_count > 0 && self.large_bytes >= layout.size());
         self.large_bytes -= layout.size();
         self.large_count -= 1;
@@ -332,6 +387,10 @@ impl RawHeap {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
+        if self.debug.is_some() {
+            // SAFETY: forwarded contract; the debug mode checks it.
+            return unsafe { self.debug_reallocate(ptr, old, new) };
+        }
         let old_small = old.size() != 0 && is_small(old);
         let new_small = new.size() != 0 && is_small(new);
         if old_small && new_small {
@@ -372,6 +431,7 @@ impl RawHeap {
     /// Verifies every invariant of layers 1 and 2 (see [`Heap::check`](crate::Heap::check)).
     pub(crate) fn check(&self) -> Result<(), String> {
         self.arenas.check()?;
+        self.debug_check()?;
         let pool_size = self.arenas.pool_size;
         // Every pool in a used list: right class, free list well formed, counts agree.
         let mut listed = std::collections::HashSet::new();

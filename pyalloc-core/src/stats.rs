@@ -91,18 +91,15 @@ impl Stats {
             }
         }
         let mut free_lists = Vec::new();
-        for (name, value_size, stats) in lists.summary() {
+        for (spec, stats) in lists.created() {
             free_lists.push(FreeListLine {
-                name,
-                value_size,
+                name: spec.name,
+                value_size: spec.value_layout.size(),
                 stats,
             });
-        }
-        for list in &lists.lists {
-            let Some(spec) = list.spec else { continue };
             let slot = slot_layout(spec.value_layout);
-            if is_small(slot) {
-                classes[class_of(slot.size())].free_list_slots += list.stats().len;
+            if is_small(slot) && !config.debug {
+                classes[class_of(slot.size())].free_list_slots += stats.len;
             }
         }
         Stats {

@@ -1,0 +1,274 @@
+//! The debug mode: every misuse the type system cannot stop is reported, by name.
+//!
+//! Each test provokes one misuse on purpose; the raw-pointer writes below are exactly the bugs
+//! the mode exists to catch, made on memory the heap still owns.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use pyalloc::{
+    Allocator, Box, FreeListId, FreeListKey, FreeListed, Heap, HeapConfig, Pooled, Vec, FREED_BYTE,
+    FRESH_BYTE, GUARD_BYTE,
+};
+
+fn debug_heap() -> Heap {
+    Heap::with_config(HeapConfig::new().debug(true)).unwrap()
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+fn alloc(heap: &Heap, l: Layout) -> NonNull<u8> {
+    heap.allocate(l).unwrap().cast()
+}
+
+#[test]
+fn fresh_blocks_are_filled_and_guarded() {
+    let heap = debug_heap();
+    for (size, align) in [(24, 8), (500, 16), (40, 64), (3000, 8)] {
+        let l = layout(size, align);
+        let block = heap.allocate(l).unwrap();
+        assert_eq!(block.len(), size);
+        let p = block.cast::<u8>().as_ptr();
+        assert_eq!(p as usize % align, 0);
+        // SAFETY: the block and its guards (inside the inner block) are readable.
+        unsafe {
+            assert!((0..size).all(|i| *p.add(i) == FRESH_BYTE));
+            assert!((1..=16).all(|i| *p.sub(i) == GUARD_BYTE));
+            assert!((0..16).all(|i| *p.add(size + i) == GUARD_BYTE));
+            heap.deallocate(NonNull::new_unchecked(p), l);
+        }
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads freed memory on purpose")]
+fn freed_blocks_are_filled_with_the_dead_pattern() {
+    let heap = debug_heap();
+    let l = layout(64, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the block is live; after the free the test peeks at memory the heap still maps.
+    unsafe {
+        heap.deallocate(p, l);
+        assert!((8..64).all(|i| *p.as_ptr().add(i) == FREED_BYTE));
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: buffer overrun: block")]
+fn overrun_is_caught_on_free() {
+    let heap = debug_heap();
+    let l = layout(24, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: deliberately one byte past the end; the guard absorbs it.
+    unsafe {
+        p.as_ptr().add(24).write(0);
+        heap.deallocate(p, l);
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: buffer overrun: block")]
+fn overrun_of_a_large_block_is_caught() {
+    let heap = debug_heap();
+    let l = layout(1000, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: deliberately past the end, into the guard.
+    unsafe {
+        p.as_ptr().add(1003).write(0);
+        heap.deallocate(p, l);
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: buffer underrun: block")]
+fn underrun_is_caught_on_free() {
+    let heap = debug_heap();
+    let l = layout(24, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: deliberately one byte before the start; the guard absorbs it.
+    unsafe {
+        p.as_ptr().sub(1).write(0);
+        heap.deallocate(p, l);
+    }
+}
+
+#[test]
+fn check_reports_an_overrun_before_any_free() {
+    let heap = debug_heap();
+    let l = layout(100, 4);
+    let p = alloc(&heap, l);
+    // SAFETY: deliberately past the end, into the guard.
+    unsafe { p.as_ptr().add(101).write(7) };
+    let message = heap.check().unwrap_err();
+    assert!(message.contains("buffer overrun"), "{message}");
+    assert!(message.contains("of 100 bytes"), "{message}");
+    // SAFETY: repair the guard so the block can be freed cleanly.
+    unsafe {
+        p.as_ptr().add(101).write(GUARD_BYTE);
+        heap.deallocate(p, l);
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: double free: block")]
+fn double_free_is_caught() {
+    let heap = debug_heap();
+    let l = layout(32, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the second free is the bug under test; the mode reports it before acting.
+    unsafe {
+        heap.deallocate(p, l);
+        heap.deallocate(p, l);
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: wrong layout: block")]
+fn free_with_another_layout_is_caught() {
+    let heap = debug_heap();
+    let p = alloc(&heap, layout(32, 8));
+    // SAFETY: the wrong layout is the bug under test.
+    unsafe { heap.deallocate(p, layout(48, 8)) };
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: foreign pointer: block")]
+fn free_to_another_heap_is_caught() {
+    let mine = debug_heap();
+    let theirs = debug_heap();
+    let l = layout(32, 8);
+    let p = alloc(&mine, l);
+    // SAFETY: freeing to the wrong heap is the bug under test.
+    unsafe { theirs.deallocate(p, l) };
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: memory at")]
+fn write_after_free_is_caught_when_the_block_is_reused() {
+    let heap = debug_heap();
+    let l = layout(40, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test; the memory stays mapped.
+    unsafe {
+        heap.deallocate(p, l);
+        p.as_ptr().add(10).write(1);
+    }
+    let _again = alloc(&heap, l);
+}
+
+#[test]
+fn collections_work_in_debug_mode() {
+    let heap = debug_heap();
+    let mut v = Vec::new_in(&heap);
+    for i in 0..2000u32 {
+        v.push(i);
+    }
+    v.shrink_to_fit();
+    let mut map = hashbrown::HashMap::new_in(&heap);
+    for i in 0..300u32 {
+        map.insert(i, Box::new_in(i, &heap));
+    }
+    assert_eq!(*map[&299], 299);
+    heap.check().unwrap();
+    let stats = heap.stats();
+    assert_eq!(stats.total(), stats.arena_bytes());
+    drop((v, map));
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+struct Node {
+    value: u64,
+    _pad: [u64; 3],
+}
+
+// SAFETY: `ID` is declared here for `Node` alone.
+unsafe impl FreeListed for Node {
+    const CAPACITY: usize = 4;
+    const NAME: &'static str = "Node";
+    fn free_list_id() -> &'static FreeListId {
+        static ID: FreeListId = FreeListId::new();
+        &ID
+    }
+}
+
+#[test]
+fn pooled_values_work_in_debug_mode() {
+    let heap = debug_heap();
+    let a = Pooled::new_in(
+        Node {
+            value: 1,
+            _pad: [0; 3],
+        },
+        &heap,
+    );
+    let slot = Pooled::as_ptr(&a);
+    drop(a);
+    let b = Pooled::new_in(
+        Node {
+            value: 2,
+            _pad: [0; 3],
+        },
+        &heap,
+    );
+    assert_eq!(Pooled::as_ptr(&b), slot, "LIFO holds in debug mode too");
+    assert_eq!(b.value, 2);
+    let stats = heap.free_list_stats::<Node>();
+    assert_eq!((stats.hits, stats.pushes, stats.misses), (1, 1, 1));
+    drop(b);
+    heap.check().unwrap();
+    assert_eq!(heap.clear_free_lists(), 1);
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
+fn write_to_a_slot_on_a_free_list_is_caught_when_popped() {
+    let heap = debug_heap();
+    let a = Pooled::new_in(
+        Node {
+            value: 1,
+            _pad: [0; 3],
+        },
+        &heap,
+    );
+    let slot = Pooled::as_ptr(&a);
+    drop(a);
+    // SAFETY: the write to a freed slot is the bug under test; the slot stays mapped.
+    unsafe { (*slot.as_ptr())._pad[1] = 99 };
+    let _b = Pooled::new_in(
+        Node {
+            value: 2,
+            _pad: [0; 3],
+        },
+        &heap,
+    );
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: double free: slot")]
+fn double_free_of_a_keyed_slot_is_caught() {
+    let heap = debug_heap();
+    let key = FreeListKey::new("pair", layout(16, 8), 10);
+    let slot = heap.alloc_slot(&key).unwrap();
+    // SAFETY: the second free is the bug under test.
+    unsafe {
+        heap.free_slot(&key, slot);
+        heap.free_slot(&key, slot);
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: foreign pointer")]
+fn a_keyed_slot_freed_to_another_heap_is_caught() {
+    let mine = debug_heap();
+    let theirs = debug_heap();
+    let key = FreeListKey::new("pair", layout(16, 8), 10);
+    let slot = mine.alloc_slot(&key).unwrap();
+    // SAFETY: the wrong heap is the bug under test.
+    unsafe { theirs.free_slot(&key, slot) };
+}
