@@ -98,6 +98,20 @@ pub(crate) unsafe fn poison(ptr: *mut u8, len: usize) {
     }
 }
 
+/// Whether `len` bytes at `ptr` still hold the freed pattern (after the link word).
+///
+/// # Safety
+///
+/// `ptr` is valid for reads of `len` bytes.
+pub(crate) unsafe fn is_poisoned(ptr: *mut u8, len: usize) -> bool {
+    if len <= LINK {
+        return true;
+    }
+    // SAFETY: within the `len` bytes the caller vouches for.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr.add(LINK), len - LINK) };
+    first_mismatch(bytes, FREED_BYTE).is_none()
+}
+
 /// Checks that `len` bytes at `ptr` still hold the freed pattern (after the link word);
 /// panics with a "write after free" message naming `what` otherwise.
 ///
@@ -284,6 +298,23 @@ impl RawHeap {
             }
         }
         Ok(fresh)
+    }
+
+    /// Frees the system blocks still live when the heap is dropped (pool blocks go with their
+    /// arenas). Only the debug mode knows them: it records every block.
+    pub(crate) fn debug_release_leftovers(&mut self) {
+        let Some(state) = self.debug.as_mut() else {
+            return;
+        };
+        let live: Vec<(NonNull<u8>, Layout)> = state.live.drain().map(|(_, v)| v).collect();
+        for (ptr, layout) in live {
+            let inner = inner_layout(layout).expect("recorded layouts have an inner layout");
+            if !is_small(inner) {
+                // SAFETY: the heap is being dropped, so nothing can use the block any more; it
+                // is a live system block allocated with `inner`.
+                unsafe { self.deallocate_large(inner_of(ptr, layout), inner) };
+            }
+        }
     }
 
     /// The debug part of [`check`](RawHeap::check): every live block's guards are intact.

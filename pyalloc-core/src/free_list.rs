@@ -418,6 +418,52 @@ impl FreeLists {
         false
     }
 
+    /// Verifies every list: its chain is as long as `len`, within capacity, without a cycle,
+    /// and (in debug mode) every slot still holds the freed pattern.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for list in self.store_ref() {
+            let Some(spec) = list.spec else { continue };
+            if list.len > list.capacity {
+                return Err(format!(
+                    "free list {}: {} slots over capacity {}",
+                    spec.name, list.len, list.capacity
+                ));
+            }
+            let mut count = 0u32;
+            let mut at = list.head;
+            while !at.is_null() {
+                count += 1;
+                if count > list.len {
+                    return Err(format!(
+                        "free list {}: chain longer than its length {} (a cycle?)",
+                        spec.name, list.len
+                    ));
+                }
+                if self.debug {
+                    let size = slot_layout(spec.value_layout).size();
+                    // SAFETY: slots on the list are `size` bytes, poisoned when pushed.
+                    let poisoned = unsafe { debug::is_poisoned(at, size) };
+                    if !poisoned {
+                        return Err(format!(
+                            "pyalloc debug: write after free: slot {at:p} of the {} free list \
+                             was modified while on the list",
+                            spec.name
+                        ));
+                    }
+                }
+                // SAFETY: slots on the list hold the link to the next in their first word.
+                at = unsafe { at.cast::<*mut u8>().read() };
+            }
+            if count != list.len {
+                return Err(format!(
+                    "free list {}: {count} slots chained, length says {}",
+                    spec.name, list.len
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The debug mode's pop: checks that the slot was not written while on the list.
     pub(crate) fn debug_pop(&mut self, id: usize, spec: &ListSpec) -> Option<NonNull<u8>> {
         let slot = self.list(id, spec).pop()?;

@@ -172,12 +172,16 @@ impl Heap {
 
     /// Verifies every internal invariant of layers 1–3: arena counts and bitmaps, the order
     /// of usable arenas and `nfp2lasta`, each pool's header, free list and state against the
-    /// used-pool lists. O(heap size): for tests, fuzzing and debugging.
+    /// used-pool lists, each layer-3 list's chain and length, and in debug mode every guard
+    /// and every poisoned slot. O(heap size): for tests, fuzzing and debugging.
     ///
     /// Returns the first broken invariant, as a message naming the structure and address.
     pub fn check(&self) -> Result<(), String> {
-        // SAFETY: the walk runs no user code.
-        unsafe { self.raw().check() }
+        // SAFETY: the walks run no user code.
+        unsafe {
+            self.raw().check()?;
+            self.lists().check()
+        }
     }
 
     /// Gives back to the OS everything that can go: empties the layer-3 free lists (their
@@ -406,5 +410,6 @@ impl Drop for Heap {
         // Free-list slots may be system blocks (large or over-aligned types): free them first.
         // Arenas go back to the OS when the raw heap drops.
         self.clear_free_lists();
+        self.raw.get_mut().debug_release_leftovers();
     }
 }

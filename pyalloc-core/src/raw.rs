@@ -199,6 +199,9 @@ impl RawHeap {
     #[inline(always)]
     pub(crate) unsafe fn free_block(&mut self, block: NonNull<u8>) {
         let pool = self.pool_of(block);
+        // The link is written through the heap's own provenance: the caller's pointer may
+        // cover fewer bytes than a link (a `Box<u32>` covers 4).
+        let block = pool.cast::<u8>().with_addr(block.addr());
         // SAFETY: the caller guarantees `block` is a live block of this heap, so `pool` is its
         // pool's header and the block's first word may be overwritten with the link.
         unsafe {
@@ -398,7 +401,8 @@ impl RawHeap {
             let held = block_size(unsafe { (*self.pool_of(ptr).as_ptr()).size_class } as usize);
             let growing = new.size() >= old.size();
             if new.size() <= held && (growing || 4 * new.size() > 3 * held) {
-                return Ok(slice(ptr, held));
+                // The whole block, through the heap's provenance (see `free_block`).
+                return Ok(slice(self.pool_of(ptr).cast().with_addr(ptr.addr()), held));
             }
         } else if !old_small
             && !new_small
