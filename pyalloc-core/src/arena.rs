@@ -73,7 +73,7 @@ pub(crate) struct Arenas {
     pub(crate) pools_per_arena: u32,
     pub(crate) pool_size: usize,
     pub(crate) arena_size: usize,
-    empty_arenas_kept: usize,
+    pub(crate) empty_arenas_kept: usize,
     /// Arenas currently mapped with every pool free.
     pub(crate) empty_arenas: usize,
     source: Box<dyn ArenaSource + Send>,
@@ -191,7 +191,10 @@ impl Arenas {
     /// * `pool` is pool number `pool_number` of arena `arena_index`, taken with `take_pool` and
     ///   not returned since;
     /// * no block of the pool is live.
-    pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32) {
+    ///
+    /// `spares` counts spares held elsewhere (the raw heap's cached empty pool) against
+    /// `empty_arenas_kept`.
+    pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32, spares: usize) {
         let index = arena_index;
         let ao = &mut self.objects[index as usize];
         debug_assert_eq!((ao.dirty_free | ao.clean_free) & (1 << pool_number), 0);
@@ -209,7 +212,7 @@ impl Arenas {
         let was_listed = nf > 1;
 
         if nf == self.pools_per_arena {
-            if self.empty_arenas >= self.empty_arenas_kept {
+            if self.empty_arenas + spares >= self.empty_arenas_kept {
                 if was_listed {
                     self.unlink(index);
                 }

@@ -20,6 +20,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::debug;
+use crate::valgrind;
 
 /// The largest capacity a free list may have. CPython's largest is the tuple list's 2000; a
 /// bound keeps a typo (`capacity = 80000000`) from pinning memory without limit.
@@ -240,8 +241,10 @@ impl FreeList {
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
         let slot = NonNull::new(self.head)?;
+        valgrind::make_defined(slot.as_ptr(), valgrind::LINK);
         // SAFETY: a slot on the list holds the link to the next in its first word.
         self.head = unsafe { slot.as_ptr().cast::<*mut u8>().read() };
+        valgrind::slot_popped(slot.as_ptr(), &self.spec);
         self.len -= 1;
         self.hits += 1;
         Some(slot)
@@ -261,6 +264,7 @@ impl FreeList {
         // SAFETY: the slot is at least a pointer wide and pointer-aligned (`slot_layout`) and
         // holds nothing live.
         unsafe { slot.as_ptr().cast::<*mut u8>().write(self.head) };
+        valgrind::slot_pushed(slot.as_ptr(), &self.spec);
         self.head = slot.as_ptr();
         self.len += 1;
         self.pushes += 1;
@@ -277,8 +281,11 @@ impl FreeList {
                     self.spec.map_or("?", |s| s.name)
                 );
             }
+            valgrind::make_defined(at, valgrind::LINK);
+            let next = at;
             // SAFETY: slots on the list hold the link to the next in their first word.
             at = unsafe { at.cast::<*mut u8>().read() };
+            valgrind::make_noaccess(next, valgrind::LINK);
         }
     }
 
@@ -409,8 +416,10 @@ impl FreeLists {
         // SAFETY: forwarded contract; the list was created with this spec.
         if unsafe { list.try_push(slot) } {
             if debug {
+                valgrind::make_undefined(slot.as_ptr(), slot_layout(spec.value_layout).size());
                 // SAFETY: the slot is `slot_layout` bytes and holds nothing live.
                 unsafe { debug::poison(slot.as_ptr(), slot_layout(spec.value_layout).size()) };
+                valgrind::make_noaccess(slot.as_ptr(), slot_layout(spec.value_layout).size());
             }
             return true;
         }
@@ -439,6 +448,7 @@ impl FreeLists {
                         spec.name, list.len
                     ));
                 }
+                valgrind::make_defined(at, slot_layout(spec.value_layout).size());
                 if self.debug {
                     let size = slot_layout(spec.value_layout).size();
                     // SAFETY: slots on the list are `size` bytes, poisoned when pushed.
@@ -451,8 +461,10 @@ impl FreeLists {
                         ));
                     }
                 }
+                let slot = at;
                 // SAFETY: slots on the list hold the link to the next in their first word.
                 at = unsafe { at.cast::<*mut u8>().read() };
+                valgrind::make_noaccess(slot, slot_layout(spec.value_layout).size());
             }
             if count != list.len {
                 return Err(format!(
@@ -467,6 +479,7 @@ impl FreeLists {
     /// The debug mode's pop: checks that the slot was not written while on the list.
     pub(crate) fn debug_pop(&mut self, id: usize, spec: &ListSpec) -> Option<NonNull<u8>> {
         let slot = self.list(id, spec).pop()?;
+        valgrind::make_defined(slot.as_ptr(), slot_layout(spec.value_layout).size());
         let what = format!("slot of the {} free list", spec.name);
         // SAFETY: the slot is `slot_layout` bytes, poisoned when pushed.
         unsafe { debug::check_poison(slot.as_ptr(), slot_layout(spec.value_layout).size(), &what) };

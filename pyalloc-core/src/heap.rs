@@ -193,6 +193,7 @@ impl Heap {
         // SAFETY: no user code runs during the purge.
         let raw = unsafe { self.raw() };
         let before = raw.arenas.reclaimed;
+        raw.flush_cached_pool();
         let bytes_purged = raw.arenas.purge_free_pools();
         TrimReport {
             free_list_slots,

@@ -26,6 +26,7 @@ mod pooled;
 mod raw;
 mod size_class;
 mod stats;
+mod valgrind;
 
 pub use allocator_api2;
 pub use config::{

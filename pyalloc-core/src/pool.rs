@@ -27,6 +27,7 @@ use static_assertions::{assert_eq_size, const_assert};
 use crate::config::{ALIGNMENT, MIN_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
 use crate::debug;
 use crate::size_class::block_size;
+use crate::valgrind;
 
 /// The header at the start of every pool in use.
 #[repr(C)]
@@ -75,9 +76,12 @@ pub(crate) const fn blocks_per_pool(pool_size: usize, class: usize) -> usize {
 /// `block` is a free block (so its first word is a link written by [`set_next`]).
 #[inline(always)]
 pub(crate) unsafe fn next_free(block: *mut u8) -> *mut u8 {
+    valgrind::make_defined(block, valgrind::LINK);
     // SAFETY: blocks are 16-aligned and at least 16 bytes, and the caller says this one holds
     // a link.
-    unsafe { block.cast::<*mut u8>().read() }
+    let next = unsafe { block.cast::<*mut u8>().read() };
+    valgrind::make_noaccess(block, valgrind::LINK);
+    next
 }
 
 /// Stores a free-list link in a free block's first word.
@@ -87,8 +91,10 @@ pub(crate) unsafe fn next_free(block: *mut u8) -> *mut u8 {
 /// `block` is a block of a pool whose contents nobody else uses now.
 #[inline(always)]
 pub(crate) unsafe fn set_next(block: *mut u8, next: *mut u8) {
+    valgrind::make_undefined(block, valgrind::LINK);
     // SAFETY: as for `next_free`; the block is not live, so overwriting its first word is fine.
-    unsafe { block.cast::<*mut u8>().write(next) }
+    unsafe { block.cast::<*mut u8>().write(next) };
+    valgrind::make_noaccess(block, valgrind::LINK);
 }
 
 /// Initialises a pool for `class` and hands out its first block; the second block is carved
@@ -112,10 +118,12 @@ pub(crate) unsafe fn init_pool(
     unsafe {
         let first = base.add(POOL_OVERHEAD);
         let second = first.add(size);
+        valgrind::make_undefined(first, 2 * size);
         if poison {
             debug::poison(first, 2 * size);
         }
         set_next(second, ptr::null_mut());
+        valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
         pool.as_ptr().write(PoolHeader {
             ref_count: 1,
             size_class: class as u32,
@@ -150,10 +158,12 @@ pub(crate) unsafe fn carve_next(pool: NonNull<PoolHeader>, poison: bool) -> bool
         let block = p.cast::<u8>().add((*p).next_offset as usize);
         let size = block_size((*p).size_class as usize);
         (*p).next_offset += size as u32;
+        valgrind::make_undefined(block, size);
         if poison {
             debug::poison(block, size);
         }
         set_next(block, ptr::null_mut());
+        valgrind::make_noaccess(block, size);
         (*p).freeblock = block;
         true
     }

@@ -70,7 +70,7 @@ impl<'h, T: FreeListed> Pooled<'h, T> {
         let ptr = if size_of::<T>() == 0 {
             NonNull::dangling()
         } else {
-            heap.pop_slot(T::free_list_id().get(), &ListSpec::of::<T>())?
+            heap.pop_slot(T::free_list_id().get(), &const { ListSpec::of::<T>() })?
                 .cast::<T>()
         };
         // SAFETY: the slot is valid for writes of `T` (slot layout ⊇ `T`'s layout); a
@@ -134,7 +134,13 @@ impl<'h, T: FreeListed> Pooled<'h, T> {
 unsafe fn release_slot<T: FreeListed>(heap: &Heap, ptr: NonNull<T>) {
     if size_of::<T>() != 0 {
         // SAFETY: forwarded contract.
-        unsafe { heap.push_slot(T::free_list_id().get(), &ListSpec::of::<T>(), ptr.cast()) }
+        unsafe {
+            heap.push_slot(
+                T::free_list_id().get(),
+                &const { ListSpec::of::<T>() },
+                ptr.cast(),
+            )
+        }
     }
 }
 

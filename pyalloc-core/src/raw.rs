@@ -23,6 +23,7 @@ use crate::debug::DebugState;
 use crate::os::ArenaSource;
 use crate::pool::{self, PoolHeader, POOL_OVERHEAD};
 use crate::size_class::{block_size, class_of, is_small};
+use crate::valgrind;
 
 /// Layers 0–2 of one heap.
 pub(crate) struct RawHeap {
@@ -43,6 +44,9 @@ pub(crate) struct RawHeap {
     small_limit: usize,
     /// The debug mode's records; `None` when it is off.
     pub(crate) debug: Option<Box<DebugState>>,
+    /// A pool kept in its class's list after its last block was freed, or null (see
+    /// [`pool_became_empty`](Self::pool_became_empty)).
+    cached_pool: *mut PoolHeader,
 }
 
 /// A block as the allocator API returns it: its address and usable length.
@@ -80,6 +84,7 @@ impl RawHeap {
                 SMALL_REQUEST_THRESHOLD
             },
             debug: config.debug.then(Box::default),
+            cached_pool: ptr::null_mut(),
         }
     }
 
@@ -108,24 +113,45 @@ impl RawHeap {
     /// Hands out a block of size class `class`: the fast path.
     #[inline(always)]
     pub(crate) fn alloc_block(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let pool = self.used_pools[class];
-        if let Some(pool) = NonNull::new(pool) {
-            // SAFETY: a pool in a used-pool list is a live pool of this heap whose `freeblock`
-            // is a free block of it (the used-state invariant, see `pool`).
-            unsafe {
-                let p = pool.as_ptr();
-                let block = (*p).freeblock;
-                debug_assert!(!block.is_null(), "used pool {p:p} has no free block");
-                (*p).ref_count += 1;
-                let next = pool::next_free(block);
-                (*p).freeblock = next;
-                if next.is_null() {
-                    self.refill_or_retire(pool, class);
-                }
-                return Some(NonNull::new_unchecked(block));
-            }
+        match NonNull::new(self.used_pool(class)) {
+            // SAFETY: a pool in a used-pool list is a live pool of this heap in that state.
+            Some(pool) => Some(unsafe { self.pop_block(pool, class) }),
+            None => self.alloc_block_from_new_pool(class),
         }
-        self.alloc_block_from_new_pool(class)
+    }
+
+    /// The head of `class`'s used-pool list.
+    #[inline(always)]
+    fn used_pool(&self, class: usize) -> *mut PoolHeader {
+        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
+        // SAFETY: every caller computes `class` from a size of 1 to 512 bytes (`class_of`), so
+        // it is below NUM_SIZE_CLASSES; the check is left out of the fast path.
+        unsafe { *self.used_pools.get_unchecked(class) }
+    }
+
+    /// Pops the first free block of a used pool: one list pop, one well-predicted test.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is in `class`'s used-pool list.
+    #[inline(always)]
+    unsafe fn pop_block(&mut self, pool: NonNull<PoolHeader>, class: usize) -> NonNull<u8> {
+        // SAFETY: a used pool's `freeblock` is a free block of it (the used-state invariant,
+        // see `pool`), holding the link to the next.
+        unsafe {
+            let p = pool.as_ptr();
+            let block = (*p).freeblock;
+            debug_assert!(!block.is_null(), "used pool {p:p} has no free block");
+            core::hint::assert_unchecked(!block.is_null());
+            (*p).ref_count += 1;
+            let next = pool::next_free(block);
+            (*p).freeblock = next;
+            if next.is_null() {
+                self.refill_or_retire(pool, class);
+            }
+            valgrind::malloclike(block, block_size(class), self.debug.is_some());
+            NonNull::new_unchecked(block)
+        }
     }
 
     /// The head pool of `class` ran out of free blocks: carve one more, or unlink it as full.
@@ -188,6 +214,7 @@ impl RawHeap {
             (*pool.as_ptr()).prev = ptr::null_mut();
         }
         self.used_pools[class] = pool.as_ptr();
+        valgrind::malloclike(block.as_ptr(), block_size(class), self.debug.is_some());
         Some(block)
     }
 
@@ -210,14 +237,17 @@ impl RawHeap {
                 (*p).ref_count > 0,
                 "free of block {block:p} in empty pool {p:p}"
             );
+            valgrind::freelike(block.as_ptr());
             let last_free = (*p).freeblock;
             pool::set_next(block.as_ptr(), last_free);
             (*p).freeblock = block.as_ptr();
             (*p).ref_count -= 1;
-            if last_free.is_null() {
-                self.pool_was_full(pool);
-            } else if (*p).ref_count == 0 {
+            // Emptiness first: the decrement's own flags decide it. A pool that was full
+            // cannot be empty now, since every pool holds at least two blocks.
+            if (*p).ref_count == 0 {
                 self.pool_became_empty(pool);
+            } else if last_free.is_null() {
+                self.pool_was_full(pool);
             }
         }
     }
@@ -242,12 +272,64 @@ impl RawHeap {
         }
     }
 
-    /// The last live block of a used pool was freed: unlink it and give it to its arena.
+    /// The last live block of a used pool was freed.
+    ///
+    /// Normally the pool goes back to its arena. But when it was its class's only pool, a
+    /// program freeing and allocating one block in a loop would send the pool to its arena and
+    /// take it back on every iteration; so the heap keeps that pool where it is, as its one
+    /// *cached empty pool*. The cache spends one unit of the budget for spares that also
+    /// governs empty arenas ([`HeapConfig::empty_arenas_kept`]): a pool is cached only while
+    /// that budget has room, and an arena that empties while the cache holds an empty pool
+    /// counts it. So a fully freed heap still keeps at most `empty_arenas_kept` spares, and
+    /// [`flush_cached_pool`](Self::flush_cached_pool) gives it back on `trim`.
     #[cold]
     #[inline(never)]
     unsafe fn pool_became_empty(&mut self, pool: NonNull<PoolHeader>) {
-        // SAFETY: `pool` is in its class's used list (it had a free block before this free) and
-        // now holds no live block.
+        let p = pool.as_ptr();
+        if p == self.cached_pool {
+            return;
+        }
+        // SAFETY: `pool` is in its class's used list (it had a free block before this free).
+        let sole = unsafe { (*p).prev.is_null() && (*p).next.is_null() };
+        if sole {
+            self.flush_cached_pool();
+            if self.arenas.empty_arenas < self.arenas.empty_arenas_kept {
+                self.cached_pool = p;
+                return;
+            }
+        }
+        let spares = self.cached_spares();
+        // SAFETY: the pool is in its class's used list and holds no live block.
+        unsafe { self.release_pool(pool, spares) };
+    }
+
+    /// Spares held outside the arenas: 1 while the cached pool is empty, else 0.
+    fn cached_spares(&self) -> usize {
+        // SAFETY: a non-null cached pool is a pool in use of this heap (it leaves the cache
+        // before it can go back to its arena).
+        usize::from(!self.cached_pool.is_null() && unsafe { (*self.cached_pool).ref_count } == 0)
+    }
+
+    /// Gives the cached pool back to its arena if it is still empty, and empties the cache.
+    pub(crate) fn flush_cached_pool(&mut self) {
+        let cached = core::mem::replace(&mut self.cached_pool, ptr::null_mut());
+        if let Some(pool) = NonNull::new(cached) {
+            // SAFETY: as in `cached_spares`; an empty cached pool is in its class's list.
+            unsafe {
+                if (*cached).ref_count == 0 {
+                    self.release_pool(pool, 0);
+                }
+            }
+        }
+    }
+
+    /// Unlinks an empty pool from its class's list and gives it to its arena.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is in its class's used list and holds no live block.
+    unsafe fn release_pool(&mut self, pool: NonNull<PoolHeader>, spares: usize) {
+        // SAFETY: the caller's contract; the neighbours in the list are live pools.
         unsafe {
             let p = pool.as_ptr();
             let class = (*p).size_class as usize;
@@ -263,7 +345,7 @@ impl RawHeap {
             }
             let arena_index = (*p).arena_index;
             let number = self.arenas.pool_number(arena_index, pool.cast());
-            self.arenas.return_pool(arena_index, number);
+            self.arenas.return_pool(arena_index, number, spares);
         }
     }
 
@@ -282,7 +364,12 @@ impl RawHeap {
         let size = layout.size();
         if self.takes_fast_path(layout) {
             let class = class_of(size);
-            return match self.alloc_block(class) {
+            if let Some(pool) = NonNull::new(self.used_pool(class)) {
+                // SAFETY: a pool in a used-pool list is a live pool of this heap in that state.
+                let block = unsafe { self.pop_block(pool, class) };
+                return Ok(slice(block, block_size(class)));
+            }
+            return match self.alloc_block_from_new_pool(class) {
                 Some(block) => Ok(slice(block, block_size(class))),
                 None => Err(AllocError),
             };
@@ -436,6 +523,15 @@ impl RawHeap {
     pub(crate) fn check(&self) -> Result<(), String> {
         self.arenas.check()?;
         self.debug_check()?;
+        let spares = self.arenas.empty_arenas + self.cached_spares();
+        if spares > self.arenas.empty_arenas_kept {
+            return Err(format!(
+                "{} empty arenas and {} cached empty pool exceed the {} spares kept",
+                self.arenas.empty_arenas,
+                self.cached_spares(),
+                self.arenas.empty_arenas_kept
+            ));
+        }
         let pool_size = self.arenas.pool_size;
         // Every pool in a used list: right class, free list well formed, counts agree.
         let mut listed = std::collections::HashSet::new();
@@ -469,7 +565,15 @@ impl RawHeap {
                     unsafe { base.as_ptr().add(number as usize * pool_size) }.cast::<PoolHeader>();
                 // SAFETY: as above.
                 let h = unsafe { &*p };
-                check_pool(p, h, index as u32, pool_size, listed.contains(&p.addr()))?;
+                let cached = p == self.cached_pool;
+                check_pool(
+                    p,
+                    h,
+                    index as u32,
+                    pool_size,
+                    listed.contains(&p.addr()),
+                    cached,
+                )?;
             }
         }
         Ok(())
@@ -483,6 +587,7 @@ fn check_pool(
     arena_index: u32,
     pool_size: usize,
     listed: bool,
+    cached: bool,
 ) -> Result<(), String> {
     let class = h.size_class as usize;
     if class >= NUM_SIZE_CLASSES || h.arena_index != arena_index {
@@ -491,7 +596,7 @@ fn check_pool(
     let size = block_size(class);
     let capacity = pool::blocks_per_pool(pool_size, class);
     let carved = (h.next_offset as usize - POOL_OVERHEAD) / size;
-    if h.ref_count == 0 || h.ref_count as usize > carved || carved > capacity {
+    if (h.ref_count == 0 && !cached) || h.ref_count as usize > carved || carved > capacity {
         return Err(format!(
             "pool {p:p}: {} live of {carved} carved",
             h.ref_count

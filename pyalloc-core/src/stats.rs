@@ -83,6 +83,11 @@ impl Stats {
                 // SAFETY: a pool whose free bit is clear is in use, so its header is valid.
                 let header =
                     unsafe { &*base.as_ptr().add(number * pool_size).cast::<PoolHeader>() };
+                if header.ref_count == 0 {
+                    // The raw heap's cached empty pool: a spare, like CPython's free pools.
+                    unused_pools += 1;
+                    continue;
+                }
                 let line = &mut classes[header.size_class as usize];
                 line.pools += 1;
                 line.blocks_in_use += header.ref_count as usize;
