@@ -2,6 +2,9 @@
 
 pub use pyalloc_core::*;
 
+/// `#[derive(FreeListed)]`, optionally with `#[free_list(capacity = N, name = "...")]`.
+pub use pyalloc_derive::FreeListed;
+
 /// allocator-api2's collections and trait, re-exported so `pyalloc` is the one dependency.
 pub use allocator_api2::{
     alloc::{AllocError, Allocator},
