@@ -1,0 +1,273 @@
+//! W6: resident memory of each peer, each scenario in a fresh child process.
+//!
+//! ```text
+//! cargo run --release -p pyalloc-bench --bin memory -- [--csv] [--peers a,b,..]
+//! ```
+//!
+//! A child (this binary re-run with the hidden `--child PEER SCENARIO`) builds its
+//! bookkeeping, takes the baseline RSS (`/proc/self/statm`), allocates 1e6 blocks of 64 B
+//! (writing one byte of each) and records the peak RSS above the baseline. Then, by
+//! scenario, it frees 90% of the blocks at random, all of them at random, all in allocation
+//! order, or all but one in a thousand (at random), and records the RSS above baseline
+//! before and after the allocator's release call (`trim()`, `malloc_trim(0)`,
+//! `mi_collect(true)`, jemalloc's purge; pymalloc and bumpalo have none).
+
+use std::process::{Command, ExitCode};
+
+use pyalloc_bench::rng::XorShift;
+use pyalloc_bench::rss::rss_bytes;
+use pyalloc_bench::workloads::layout;
+use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor};
+
+const BLOCKS: usize = 1_000_000;
+const SIZE: usize = 64;
+
+/// The frees after the peak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Free90,
+    AllRandom,
+    AllInOrder,
+    Survivors,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [
+        Scenario::Free90,
+        Scenario::AllRandom,
+        Scenario::AllInOrder,
+        Scenario::Survivors,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::Free90 => "free90",
+            Scenario::AllRandom => "all-random",
+            Scenario::AllInOrder => "all-in-order",
+            Scenario::Survivors => "survivors",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::Free90 => "90% freed at random",
+            Scenario::AllRandom => "all freed at random",
+            Scenario::AllInOrder => "all freed in allocation order",
+            Scenario::Survivors => "1 in 1000 survives",
+        }
+    }
+
+    /// The indexes to free, in order.
+    fn frees(self) -> Vec<usize> {
+        let mut rng = XorShift::new(0x5EED);
+        match self {
+            Scenario::Free90 => {
+                let mut order = rng.permutation(BLOCKS);
+                order.truncate(BLOCKS * 9 / 10);
+                order
+            }
+            Scenario::AllRandom => rng.permutation(BLOCKS),
+            Scenario::AllInOrder => (0..BLOCKS).collect(),
+            Scenario::Survivors => {
+                let mut order: Vec<usize> = (0..BLOCKS).filter(|i| i % 1000 != 999).collect();
+                rng.shuffle(&mut order);
+                order
+            }
+        }
+    }
+}
+
+/// What a child measured, in bytes above its baseline.
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    peak: usize,
+    after_free: usize,
+    after_release: usize,
+}
+
+/// The child's work on one peer.
+struct Child(Scenario);
+
+impl PeerVisitor for Child {
+    type Output = Figures;
+    fn visit<P: Peer>(self, peer: &P) -> Figures {
+        // The bookkeeping is written in full before the baseline (non-zero fills: a zeroed
+        // `vec!` would come from calloc's untouched pages and be charged to the peer).
+        let frees = self.0.frees();
+        let mut live = vec![1u8; BLOCKS];
+        let mut ptrs = vec![core::ptr::dangling_mut::<u8>(); BLOCKS];
+        let l = layout(SIZE);
+        let baseline = rss_bytes();
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            // SAFETY: `l` is 64 bytes; the block is fresh and freed at most once below.
+            unsafe {
+                *p = peer.alloc(l);
+                assert!(!p.is_null(), "out of memory");
+                p.write_volatile(i as u8);
+            }
+        }
+        let peak = rss_bytes().saturating_sub(baseline);
+        for &i in &frees {
+            // SAFETY: `frees` names each index at most once.
+            unsafe { peer.free(ptrs[i], l) };
+            live[i] = 0;
+        }
+        let after_free = rss_bytes().saturating_sub(baseline);
+        peer.release();
+        let after_release = rss_bytes().saturating_sub(baseline);
+        for (i, &p) in ptrs.iter().enumerate() {
+            if live[i] != 0 {
+                // SAFETY: a survivor is live and freed once, here.
+                unsafe { peer.free(p, l) };
+            }
+        }
+        Figures {
+            peak,
+            after_free,
+            after_release,
+        }
+    }
+}
+
+fn child(peer: &str, scenario: &str) -> ExitCode {
+    let (Some(kind), Some(scenario)) = (
+        PeerKind::from_key(peer),
+        Scenario::ALL.into_iter().find(|s| s.key() == scenario),
+    ) else {
+        eprintln!("--child PEER SCENARIO: unknown {peer} or {scenario}");
+        return ExitCode::from(2);
+    };
+    match with_peer(kind, Child(scenario)) {
+        Some(f) => {
+            println!("{} {} {}", f.peak, f.after_free, f.after_release);
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!(
+                "{peer}: {}",
+                kind.unavailable_reason().unwrap_or("unavailable")
+            );
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run_child(kind: PeerKind, scenario: Scenario) -> Result<Figures, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args(["--child", kind.key(), scenario.key()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<usize> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match (out.status.success(), nums.as_slice()) {
+        (true, &[peak, after_free, after_release]) => Ok(Figures {
+            peak,
+            after_free,
+            after_release,
+        }),
+        _ => Err(format!(
+            "child {} {} failed ({}): {}{}",
+            kind.key(),
+            scenario.key(),
+            out.status,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, peer, scenario] = args.as_slice() {
+        if flag == "--child" {
+            return child(peer, scenario);
+        }
+    }
+    let mut csv = false;
+    let mut peers = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--csv" => csv = true,
+            "--peers" => peers = it.next().cloned(),
+            _ => {
+                eprintln!("usage: memory [--csv] [--peers a,b,..]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let peers = match parse_peers(peers.as_deref()) {
+        Ok(p) => available_peers(&p),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let payload = (BLOCKS * SIZE) as f64;
+    let mut rows = Vec::new();
+    for &kind in &peers {
+        let mut figures = Vec::new();
+        for scenario in Scenario::ALL {
+            match run_child(kind, scenario) {
+                Ok(f) => figures.push(f),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        rows.push((kind, figures));
+    }
+    let pct = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
+    if csv {
+        println!("allocator,peak_rss_per_payload,scenario,rss_after_free_pct_of_peak,rss_after_release_pct_of_peak");
+        for (kind, figures) in &rows {
+            for (scenario, f) in Scenario::ALL.iter().zip(figures) {
+                println!(
+                    "{},{:.3},{},{:.1},{:.1}",
+                    kind.key(),
+                    f.peak as f64 / payload,
+                    scenario.key(),
+                    pct(f.after_free, f.peak),
+                    pct(f.after_release, f.peak)
+                );
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{BLOCKS} blocks of {SIZE} B ({:.0} MB payload); RSS above the baseline, as % of the peak: \
+         without / with the release call",
+        payload / 1e6
+    );
+    print!("{:<28} {:>10}", "allocator", "peak/pay");
+    for s in Scenario::ALL {
+        print!(" {:>22}", s.key());
+    }
+    println!();
+    for (kind, figures) in &rows {
+        print!(
+            "{:<28} {:>10.3}",
+            kind.label(),
+            figures[0].peak as f64 / payload
+        );
+        for f in figures {
+            let cell = format!(
+                "{:.1}% / {:.1}%",
+                pct(f.after_free, f.peak),
+                pct(f.after_release, f.peak)
+            );
+            print!(" {cell:>22}");
+        }
+        println!();
+    }
+    println!();
+    for s in Scenario::ALL {
+        println!("{:>14}: {}", s.key(), s.title());
+    }
+    ExitCode::SUCCESS
+}
