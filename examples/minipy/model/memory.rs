@@ -1,8 +1,9 @@
 //! Where objects live: the two memory backends, behind one small enum.
 //!
 //! The runtime is the same code in every mode; only the arm of [`Memory`] taken on each
-//! allocation and free differs. Both arms cost the same dispatch (one match on the enum), so the
-//! comparison between modes measures the allocators, not the abstraction:
+//! allocation and free differs. Both arms cost the same dispatch (one match on the enum, and
+//! for tuples a length test), so the comparison between modes measures the allocators, not the
+//! abstraction:
 //!
 //! | mode | `Memory` | float, list, dict | tuple of length 1..=20 | everything else |
 //! | --- | --- | --- | --- | --- |

@@ -309,8 +309,20 @@ pub(super) fn raw_truthy(o: RawObj) -> bool {
     }
 }
 
-/// Python's `repr()` of an object, appended to `out`.
-pub(super) fn raw_repr(o: RawObj, out: &mut String) {
+/// Python's `repr()` of an object, appended to `out`. `active` holds the lists and dicts
+/// being printed, so that one containing itself prints as `[...]` or `{...}`, as in Python.
+pub(super) fn raw_repr(o: RawObj, out: &mut String, active: &mut std::vec::Vec<RawObj>) {
+    if matches!(o.kind(), Kind::List | Kind::Dict) {
+        if active.contains(&o) {
+            out.push_str(if o.kind() == Kind::List {
+                "[...]"
+            } else {
+                "{...}"
+            });
+            return;
+        }
+        active.push(o);
+    }
     match o.kind() {
         Kind::None => out.push_str("None"),
         Kind::Bool => out.push_str(if o.int_value() == Some(0) {
@@ -339,7 +351,7 @@ pub(super) fn raw_repr(o: RawObj, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                raw_repr(item, out);
+                raw_repr(item, out, active);
             }
             if items.len() == 1 {
                 out.push(',');
@@ -352,7 +364,7 @@ pub(super) fn raw_repr(o: RawObj, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                raw_repr(*item, out);
+                raw_repr(*item, out, active);
             }
             out.push(']');
         }
@@ -362,12 +374,15 @@ pub(super) fn raw_repr(o: RawObj, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                raw_repr(*k, out);
+                raw_repr(*k, out, active);
                 out.push_str(": ");
-                raw_repr(*v, out);
+                raw_repr(*v, out, active);
             }
             out.push('}');
         }
+    }
+    if matches!(o.kind(), Kind::List | Kind::Dict) {
+        active.pop();
     }
 }
 
@@ -474,7 +489,7 @@ impl<'r> Obj<'r> {
     /// Python's `repr(self)`.
     pub(crate) fn repr(&self) -> String {
         let mut out = String::new();
-        raw_repr(self.raw, &mut out);
+        raw_repr(self.raw, &mut out, &mut std::vec::Vec::new());
         out
     }
 
