@@ -110,9 +110,13 @@ impl HeapConfig {
         self
     }
 
-    /// How many arenas whose pools are all empty the heap keeps mapped instead of returning
-    /// them to the OS at once. CPython keeps one (bpo-37257): without it a loop that allocates
-    /// and frees across an arena boundary maps and unmaps an arena every iteration.
+    /// How many spares the heap keeps instead of returning them at once: arenas whose pools
+    /// are all empty (CPython keeps one, bpo-37257: without it a loop that allocates and frees
+    /// across an arena boundary maps and unmaps an arena every iteration), and the one *cached
+    /// empty pool*: a class's last pool, kept in place when its last block is freed so that a
+    /// loop allocating and freeing one block does not send the pool to its arena and back on
+    /// every iteration. Both share this budget, so a fully freed heap keeps at most this many
+    /// spares; 0 turns both off. [`Heap::trim`](crate::Heap::trim) returns the cached pool.
     pub const fn empty_arenas_kept(mut self, arenas: usize) -> Self {
         self.empty_arenas_kept = arenas;
         self
