@@ -4,6 +4,9 @@
 #
 #   pyalloc-bench/callgrind.sh [N] [PEER...]
 #
+# PEER is a peer key, `loop` (the harness alone), `pyalloc-pooled` (a layer-3 hit) or
+# `bare-lifo` (the same loop on a bare typed LIFO list).
+#
 # For each peer, runs `pairs PEER N` and `pairs PEER 2N` under `valgrind --tool=callgrind` and
 # reports (Ir(2N) - Ir(N)) / N: start-up, CPython's initialisation included, cancels out. The
 # figure includes the benchmark loop (a counter, `black_box`, and the chunking of
@@ -17,7 +20,7 @@ n=${1:-1000000}
 shift || true
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
-  peers=(pyalloc pyalloc-pooled glibc mimalloc jemalloc pymalloc bumpalo lifo-floor)
+  peers=(loop pyalloc glibc mimalloc jemalloc pymalloc bumpalo lifo-floor pyalloc-pooled bare-lifo)
 fi
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
@@ -52,7 +55,7 @@ for peer in "${peers[@]}"; do
     continue
   fi
   kept=$(per_pair "$peer")
-  if [ "$peer" = pyalloc-pooled ]; then
+  if [ "$peer" = pyalloc-pooled ] || [ "$peer" = bare-lifo ]; then
     empty=-
   else
     empty=$(per_pair "$peer" --empty)
@@ -60,4 +63,6 @@ for peer in "${peers[@]}"; do
   printf '%-16s %14s %14s\n' "$peer" "$kept" "$empty"
 done
 echo "(N = $n pairs of 32 B; Ir/pair = (Ir(2N) - Ir(N)) / N, loop included;"
-echo " kept: one other 32 B block live; empty: nothing else live in the class)"
+echo " kept: one other 32 B block live; empty: nothing else live in the class;"
+echo " loop: the pair loop on a peer that does nothing; pyalloc-pooled and bare-lifo share"
+echo " a loop of their own: compare them with each other)"

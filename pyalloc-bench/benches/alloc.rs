@@ -13,7 +13,6 @@
 //! - W4 `W4 mixed`: 1e4 live blocks of Pareto sizes 1–512; each pair frees a random live block
 //!   and allocates a new one.
 
-use std::cell::Cell;
 use std::hint::black_box;
 use std::ptr;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use pyalloc::{Heap, Pooled};
 use pyalloc_bench::rng::XorShift;
 use pyalloc_bench::workloads::{self, layout, FreeOrder, Mixed, PairHeap};
-use pyalloc_bench::{available_peers, with_peer, Obj32, Peer, PeerKind, PeerVisitor};
+use pyalloc_bench::{available_peers, with_peer, BareLifo, Obj32, Peer, PeerKind, PeerVisitor};
 
 const SIZES: [usize; 6] = [16, 32, 64, 128, 256, 512];
 /// Block size of W2 and W3.
@@ -92,44 +91,6 @@ fn w1(c: &mut Criterion) {
     }
 }
 
-/// A bare typed LIFO free list of 32-byte slots: what a layer-3 hit cannot beat.
-struct BareLifo {
-    head: Cell<*mut Obj32>,
-}
-
-impl BareLifo {
-    #[inline(always)]
-    fn pop(&self) -> *mut Obj32 {
-        let p = self.head.get();
-        if p.is_null() {
-            return Box::into_raw(Box::new(Obj32::default()));
-        }
-        // SAFETY: a slot on the list holds the next slot's address in its first word.
-        self.head.set(unsafe { p.cast::<*mut Obj32>().read() });
-        p
-    }
-
-    /// # Safety
-    ///
-    /// `p` came from `pop` of this list and holds no live value.
-    #[inline(always)]
-    unsafe fn push(&self, p: *mut Obj32) {
-        // SAFETY: the slot is 32 bytes, pointer-aligned and dead (caller's contract).
-        unsafe { p.cast::<*mut Obj32>().write(self.head.get()) };
-        self.head.set(p);
-    }
-}
-
-impl Drop for BareLifo {
-    fn drop(&mut self) {
-        while !self.head.get().is_null() {
-            let p = self.pop();
-            // SAFETY: every slot came from `Box::into_raw` of an `Obj32`.
-            drop(unsafe { Box::from_raw(p) });
-        }
-    }
-}
-
 fn layer3(c: &mut Criterion) {
     let mut g = c.benchmark_group("W1 layer-3 hit 32B");
     g.throughput(Throughput::Elements(1));
@@ -139,17 +100,8 @@ fn layer3(c: &mut Criterion) {
         b.iter(|| drop(black_box(Pooled::new_in(black_box(Obj32([1; 4])), &heap))))
     });
     g.bench_function("bare LIFO", |b| {
-        let list = BareLifo {
-            head: Cell::new(ptr::null_mut()),
-        };
-        b.iter(|| {
-            let p = list.pop();
-            // SAFETY: `p` is a dead slot of 32 bytes; it is pushed back at once.
-            unsafe {
-                p.write(black_box(Obj32([1; 4])));
-                list.push(black_box(p));
-            }
-        })
+        let list = BareLifo::default();
+        b.iter(|| list.cycle(black_box(Obj32([1; 4]))))
     });
     g.finish();
 }

@@ -32,6 +32,64 @@ unsafe impl pyalloc::FreeListed for Obj32 {
     }
 }
 
+/// A bare typed LIFO free list of [`Obj32`] slots: what a layer-3 hit cannot beat.
+#[derive(Debug, Default)]
+pub struct BareLifo {
+    head: core::cell::Cell<Option<core::ptr::NonNull<Obj32>>>,
+}
+
+impl BareLifo {
+    /// The most recently freed slot, or a fresh boxed one. Uninitialised in effect: the
+    /// caller writes a value before reading.
+    #[inline(always)]
+    pub fn pop(&self) -> core::ptr::NonNull<Obj32> {
+        match self.head.get() {
+            Some(p) => {
+                // SAFETY: a slot on the list holds the next slot's address in its first word.
+                let next = unsafe { p.cast::<Option<core::ptr::NonNull<Obj32>>>().read() };
+                self.head.set(next);
+                p
+            }
+            None => core::ptr::NonNull::from(Box::leak(Box::new(Obj32::default()))),
+        }
+    }
+
+    /// Puts a slot back.
+    ///
+    /// # Safety
+    ///
+    /// - `p` came from [`pop`](Self::pop) of this list and is not used afterwards.
+    #[inline(always)]
+    pub unsafe fn push(&self, p: core::ptr::NonNull<Obj32>) {
+        // SAFETY: the slot is 32 bytes, pointer-aligned and dead (caller's contract).
+        unsafe {
+            p.cast::<Option<core::ptr::NonNull<Obj32>>>()
+                .write(self.head.get())
+        };
+        self.head.set(Some(p));
+    }
+
+    /// One layer-3-style cycle: takes a slot, moves `value` in, and puts the slot back.
+    #[inline(always)]
+    pub fn cycle(&self, value: Obj32) {
+        let p = self.pop();
+        // SAFETY: `p` is a dead slot of this list, written and pushed back at once.
+        unsafe {
+            p.write(value);
+            self.push(std::hint::black_box(p));
+        }
+    }
+}
+
+impl Drop for BareLifo {
+    fn drop(&mut self) {
+        while self.head.get().is_some() {
+            // SAFETY: every slot came from `Box::leak` of an `Obj32`, and leaves the list here.
+            drop(unsafe { Box::from_raw(self.pop().as_ptr()) });
+        }
+    }
+}
+
 /// Parses the `--peers a,b,..` list; all available peers when `None`.
 pub fn parse_peers(list: Option<&str>) -> Result<Vec<PeerKind>, String> {
     match list {
