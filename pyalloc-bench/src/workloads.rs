@@ -14,6 +14,7 @@ use crate::rng::XorShift;
 const PAIR_CHUNK: u64 = 1 << 14;
 
 /// The layout of a `size`-byte request, 16-aligned as CPython's.
+#[inline]
 pub fn layout(size: usize) -> Layout {
     Layout::from_size_align(size.max(1), 16).expect("benchmark sizes are small")
 }
