@@ -1,4 +1,4 @@
-//! Benchmarks of [pyalloc](pyalloc) against its peers: glibc, mimalloc, jemalloc, CPython's
+//! Benchmarks of [pyalloc] against its peers: glibc, mimalloc, jemalloc, CPython's
 //! pymalloc, bumpalo (the allocation-only bound) and a bare LIFO list per size class (the
 //! floor).
 //!

@@ -27,7 +27,7 @@ pub enum PairHeap {
     Kept,
     /// Nothing else is live in the size class: for pool allocators (pyalloc, pymalloc), each
     /// free empties the pool and each allocation takes a pool again. CPython's interpreter
-    /// keeps its own objects live in every class, so this hits pyalloc (and the floors) only.
+    /// keeps its own objects live in every class, so among the peers only pyalloc is hit.
     Empty,
 }
 
