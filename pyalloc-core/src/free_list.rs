@@ -48,15 +48,20 @@ impl FreeListId {
     /// An identifier not yet assigned; it gets its number on the first [`get`](Self::get).
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
-        FreeListId(AtomicU32::new(0))
+        FreeListId(AtomicU32::new(Self::UNASSIGNED))
     }
+
+    /// The stored value of an identifier not yet assigned: a number no list ever gets
+    /// (`fresh_id` stops below it), so the hit path compares with a constant and uses the
+    /// stored value as it is.
+    const UNASSIGNED: u32 = u32::MAX;
 
     /// This kind's number (an index into each heap's table of free lists).
     #[inline(always)]
     pub fn get(&self) -> usize {
         let stored = self.0.load(Ordering::Relaxed);
-        if stored != 0 {
-            return stored as usize - 1;
+        if stored != Self::UNASSIGNED {
+            return stored as usize;
         }
         self.assign()
     }
@@ -64,13 +69,15 @@ impl FreeListId {
     #[cold]
     #[inline(never)]
     fn assign(&self) -> usize {
-        let fresh = fresh_id() + 1;
-        match self
-            .0
-            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            Ok(_) => fresh as usize - 1,
-            Err(winner) => winner as usize - 1,
+        let fresh = fresh_id();
+        match self.0.compare_exchange(
+            Self::UNASSIGNED,
+            fresh,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => fresh as usize,
+            Err(winner) => winner as usize,
         }
     }
 }
@@ -219,7 +226,9 @@ pub(crate) struct FreeList {
     capacity: u32,
     /// Set when the heap first sees the id.
     pub(crate) spec: Option<ListSpec>,
-    hits: u64,
+    /// Slots taken off the list without being handed out (evicted by a smaller capacity,
+    /// or cleared). Hits are not counted on the hit path: they are `pushes - len - drained`.
+    drained: u64,
     misses: u64,
     pushes: u64,
     overflows: u64,
@@ -231,7 +240,7 @@ impl FreeList {
         len: 0,
         capacity: 0,
         spec: None,
-        hits: 0,
+        drained: 0,
         misses: 0,
         pushes: 0,
         overflows: 0,
@@ -246,7 +255,6 @@ impl FreeList {
         self.head = unsafe { slot.as_ptr().cast::<*mut u8>().read() };
         valgrind::slot_popped(slot.as_ptr(), &self.spec);
         self.len -= 1;
-        self.hits += 1;
         Some(slot)
     }
 
@@ -293,7 +301,7 @@ impl FreeList {
         FreeListStats {
             len: self.len as usize,
             capacity: self.capacity as usize,
-            hits: self.hits,
+            hits: self.pushes - u64::from(self.len) - self.drained,
             misses: self.misses,
             pushes: self.pushes,
             overflows: self.overflows,
@@ -502,7 +510,7 @@ impl FreeLists {
         let mut evicted = Vec::new();
         while list.len > list.capacity {
             let slot = list.pop().expect("len counts the slots");
-            list.hits -= 1; // an eviction is not a hit
+            list.drained += 1; // an eviction is not a hit
             evicted.push(slot);
         }
         evicted
@@ -514,7 +522,7 @@ impl FreeLists {
         for list in self.store() {
             let Some(spec) = list.spec else { continue };
             while let Some(slot) = list.pop() {
-                list.hits -= 1; // a clearing is not a hit
+                list.drained += 1; // a clearing is not a hit
                 slots.push((slot, slot_layout(spec.value_layout)));
             }
         }
