@@ -56,43 +56,36 @@ fn freed_blocks_are_filled_with_the_dead_pattern() {
     }
 }
 
+/// Allocates `size` bytes in a debug heap, writes one byte at `offset` from the block's start
+/// (out of bounds on purpose: into a guard, which absorbs it), then frees the block.
+fn write_out_of_bounds_then_free(size: usize, offset: isize) {
+    let heap = debug_heap();
+    let l = layout(size, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the out-of-bounds write is the bug under test; it lands in the block's guard,
+    // inside memory the heap owns, and the free reports it before changing anything.
+    unsafe {
+        p.as_ptr().offset(offset).write(0);
+        heap.deallocate(p, l);
+    }
+}
+
 #[test]
 #[should_panic(expected = "pyalloc debug: buffer overrun: block")]
 fn overrun_is_caught_on_free() {
-    let heap = debug_heap();
-    let l = layout(24, 8);
-    let p = alloc(&heap, l);
-    // SAFETY: deliberately one byte past the end; the guard absorbs it.
-    unsafe {
-        p.as_ptr().add(24).write(0);
-        heap.deallocate(p, l);
-    }
+    write_out_of_bounds_then_free(24, 24);
 }
 
 #[test]
 #[should_panic(expected = "pyalloc debug: buffer overrun: block")]
 fn overrun_of_a_large_block_is_caught() {
-    let heap = debug_heap();
-    let l = layout(1000, 8);
-    let p = alloc(&heap, l);
-    // SAFETY: deliberately past the end, into the guard.
-    unsafe {
-        p.as_ptr().add(1003).write(0);
-        heap.deallocate(p, l);
-    }
+    write_out_of_bounds_then_free(1000, 1003);
 }
 
 #[test]
 #[should_panic(expected = "pyalloc debug: buffer underrun: block")]
 fn underrun_is_caught_on_free() {
-    let heap = debug_heap();
-    let l = layout(24, 8);
-    let p = alloc(&heap, l);
-    // SAFETY: deliberately one byte before the start; the guard absorbs it.
-    unsafe {
-        p.as_ptr().sub(1).write(0);
-        heap.deallocate(p, l);
-    }
+    write_out_of_bounds_then_free(24, -1);
 }
 
 #[test]
