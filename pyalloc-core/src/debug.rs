@@ -118,7 +118,7 @@ pub(crate) unsafe fn is_poisoned(ptr: *mut u8, len: usize) -> bool {
 /// # Safety
 ///
 /// `ptr` is valid for reads of `len` bytes.
-pub(crate) unsafe fn check_poison(ptr: *mut u8, len: usize, what: &str) {
+pub(crate) unsafe fn check_poison(ptr: *mut u8, len: usize, what: core::fmt::Arguments<'_>) {
     if len <= LINK {
         return;
     }
@@ -150,7 +150,7 @@ impl RawHeap {
             let block = self.alloc_block(class).ok_or(AllocError)?;
             // A pool block was poisoned when carved or freed; anything else is a stray write.
             // SAFETY: the block is `block_size(class)` bytes, handed out just now.
-            unsafe { check_poison(block.as_ptr(), block_size(class), "memory") };
+            unsafe { check_poison(block.as_ptr(), block_size(class), format_args!("memory")) };
             (block, block_size(class))
         } else {
             (self.allocate_large(inner)?.cast::<u8>(), inner.size())

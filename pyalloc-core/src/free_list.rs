@@ -488,9 +488,10 @@ impl FreeLists {
     pub(crate) fn debug_pop(&mut self, id: usize, spec: &ListSpec) -> Option<NonNull<u8>> {
         let slot = self.list(id, spec).pop()?;
         valgrind::make_defined(slot.as_ptr(), slot_layout(spec.value_layout).size());
-        let what = format!("slot of the {} free list", spec.name);
-        // SAFETY: the slot is `slot_layout` bytes, poisoned when pushed.
-        unsafe { debug::check_poison(slot.as_ptr(), slot_layout(spec.value_layout).size(), &what) };
+        let size = slot_layout(spec.value_layout).size();
+        let what = format_args!("slot of the {} free list", spec.name);
+        // SAFETY: the slot is `size` bytes, poisoned when pushed.
+        unsafe { debug::check_poison(slot.as_ptr(), size, what) };
         Some(slot)
     }
 

@@ -364,12 +364,7 @@ impl RawHeap {
         let size = layout.size();
         if self.takes_fast_path(layout) {
             let class = class_of(size);
-            if let Some(pool) = NonNull::new(self.used_pool(class)) {
-                // SAFETY: a pool in a used-pool list is a live pool of this heap in that state.
-                let block = unsafe { self.pop_block(pool, class) };
-                return Ok(slice(block, block_size(class)));
-            }
-            return match self.alloc_block_from_new_pool(class) {
+            return match self.alloc_block(class) {
                 Some(block) => Ok(slice(block, block_size(class))),
                 None => Err(AllocError),
             };
@@ -484,12 +479,13 @@ impl RawHeap {
         let old_small = old.size() != 0 && is_small(old);
         let new_small = new.size() != 0 && is_small(new);
         if old_small && new_small {
+            let pool = self.pool_of(ptr);
             // SAFETY: `ptr` is a live pool block, so its pool header is valid.
-            let held = block_size(unsafe { (*self.pool_of(ptr).as_ptr()).size_class } as usize);
+            let held = block_size(unsafe { (*pool.as_ptr()).size_class } as usize);
             let growing = new.size() >= old.size();
             if new.size() <= held && (growing || 4 * new.size() > 3 * held) {
                 // The whole block, through the heap's provenance (see `free_block`).
-                return Ok(slice(self.pool_of(ptr).cast().with_addr(ptr.addr()), held));
+                return Ok(slice(pool.cast().with_addr(ptr.addr()), held));
             }
         } else if !old_small
             && !new_small
