@@ -254,6 +254,11 @@ impl RawHeap {
 
     /// A block was freed into a full pool: the pool is used again, and goes to the front of its
     /// class's list so the next allocation of the class finds it.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is a pool in use of this heap that was full (so in no list) until a block was
+    /// just freed into it.
     #[cold]
     #[inline(never)]
     unsafe fn pool_was_full(&mut self, pool: NonNull<PoolHeader>) {
@@ -282,6 +287,10 @@ impl RawHeap {
     /// that budget has room, and an arena that empties while the cache holds an empty pool
     /// counts it. So a fully freed heap still keeps at most `empty_arenas_kept` spares, and
     /// [`flush_cached_pool`](Self::flush_cached_pool) gives it back on `trim`.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is in its class's used-pool list and its last live block was just freed.
     #[cold]
     #[inline(never)]
     unsafe fn pool_became_empty(&mut self, pool: NonNull<PoolHeader>) {
