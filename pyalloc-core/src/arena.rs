@@ -22,34 +22,50 @@
 //! arenas drain and can be released. `nfp2lasta[n]` is the last arena in the list with `n` free
 //! pools (CPython's bpo-37029), so each change of an arena's count moves it in O(1).
 //!
-//! ## Releasing arenas
-//! An arena whose pools are all free goes back to the source at once, except that up to
-//! `empty_arenas_kept` such arenas stay mapped (bpo-37257: one arena straddled by an alloc/free
-//! loop otherwise costs an mmap and a munmap per iteration).
+//! ## Spares
+//! An arena whose pools are all free goes back to the source at once, except that the heap
+//! keeps a budget of *spares*, `empty_arenas_kept` (bpo-37257: one arena straddled by an
+//! alloc/free loop otherwise costs an mmap and a munmap per iteration). Layer 2 may borrow one
+//! unit of that budget for its cached empty pool ([`Arenas::lend_spare`]); this module alone
+//! decides what the budget allows.
+//!
+//! ## Invariants (checked by [`Arenas::check`])
+//! ```text
+//! for every mapped arena a:  a.dirty_free & a.clean_free == 0
+//!                            a.nfree == popcount(a.dirty_free | a.clean_free) <= pools_per_arena
+//! current == #mapped arenas;  empty_arenas == #{a : a.nfree == pools_per_arena}
+//! empty_arenas + spare_lent <= empty_arenas_kept
+//! usable == the mapped arenas with nfree > 0, sorted by nfree ascending
+//! nfp2lasta[n] == the last arena of `usable` with nfree == n, or NONE
+//! ```
+//!
+//! Every call into the source is made with the heap's [`Gate`] closed, after the table has been
+//! updated, so a source that panics leaves the figures true and cannot re-enter the heap.
 
 use core::ptr::NonNull;
 
+use crate::gate::Gate;
 use crate::os::ArenaSource;
 
 /// "No arena": the null link of the arena lists.
-pub(crate) const NONE: u32 = u32::MAX;
+const NONE: u32 = u32::MAX;
 
 /// One slot of the arena table.
 #[derive(Debug)]
-pub(crate) struct ArenaObject {
+struct ArenaObject {
     /// The arena's first byte, or `None` while this slot holds no arena (it is then on the
     /// unused-slot list, linked through `next`).
-    pub(crate) base: Option<NonNull<u8>>,
+    base: Option<NonNull<u8>>,
     /// Bit `i` set: pool `i` is free and its pages have been touched.
-    pub(crate) dirty_free: u64,
+    dirty_free: u64,
     /// Bit `i` set: pool `i` is free and untouched (never used, or purged).
-    pub(crate) clean_free: u64,
+    clean_free: u64,
     /// Number of free pools: `(dirty_free | clean_free).count_ones()`.
-    pub(crate) nfree: u32,
+    nfree: u32,
     /// Next arena in the usable list (or in the unused-slot list).
-    pub(crate) next: u32,
+    next: u32,
     /// Previous arena in the usable list.
-    pub(crate) prev: u32,
+    prev: u32,
 }
 
 /// A pool taken from an arena.
@@ -61,26 +77,49 @@ pub(crate) struct TakenPool {
     pub(crate) dirty: bool,
 }
 
-/// The arena table, its lists, and the source arenas come from.
+/// Where a pool stands in its arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PoolSlot {
+    /// Taken by layer 2: its header is valid.
+    InUse,
+    /// Free, its pages resident (written by a former user).
+    FreeDirty,
+    /// Free and untouched: never used, or purged.
+    FreeClean,
+}
+
+/// One pool of one arena, as the walks see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolEntry {
+    pub(crate) arena_index: u32,
+    pub(crate) number: u32,
+    pub(crate) addr: NonNull<u8>,
+    pub(crate) slot: PoolSlot,
+}
+
+/// The arena table, its lists, the spares budget, and the source arenas come from.
 pub(crate) struct Arenas {
-    pub(crate) objects: Vec<ArenaObject>,
+    objects: Vec<ArenaObject>,
     /// Head of the list of unused slots of `objects`.
     unused: u32,
     /// Head of the usable list: the arena with the fewest free pools.
-    pub(crate) usable: u32,
+    usable: u32,
     /// `nfp2lasta[n]`: the last usable arena with `n` free pools, or `NONE`.
-    pub(crate) nfp2lasta: Vec<u32>,
-    pub(crate) pools_per_arena: u32,
-    pub(crate) pool_size: usize,
-    pub(crate) arena_size: usize,
-    pub(crate) empty_arenas_kept: usize,
+    nfp2lasta: Vec<u32>,
+    pools_per_arena: u32,
+    pool_size: usize,
+    arena_size: usize,
+    /// The spares budget: empty arenas kept plus the spare lent to layer 2.
+    empty_arenas_kept: usize,
     /// Arenas currently mapped with every pool free.
-    pub(crate) empty_arenas: usize,
+    empty_arenas: usize,
+    /// Whether one unit of the budget is lent to layer 2's cached empty pool.
+    spare_lent: bool,
     source: Box<dyn ArenaSource + Send>,
-    pub(crate) allocated_total: u64,
-    pub(crate) reclaimed: u64,
-    pub(crate) highwater: usize,
-    pub(crate) current: usize,
+    allocated_total: u64,
+    reclaimed: u64,
+    highwater: usize,
+    current: usize,
 }
 
 impl Arenas {
@@ -91,6 +130,7 @@ impl Arenas {
         source: Box<dyn ArenaSource + Send>,
     ) -> Self {
         let pools_per_arena = (arena_size / pool_size) as u32;
+        debug_assert!((1..=64).contains(&pools_per_arena));
         Arenas {
             objects: Vec::new(),
             unused: NONE,
@@ -101,6 +141,7 @@ impl Arenas {
             arena_size,
             empty_arenas_kept,
             empty_arenas: 0,
+            spare_lent: false,
             source,
             allocated_total: 0,
             reclaimed: 0,
@@ -109,20 +150,59 @@ impl Arenas {
         }
     }
 
+    pub(crate) fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    pub(crate) fn arena_size(&self) -> usize {
+        self.arena_size
+    }
+
+    pub(crate) fn pools_per_arena(&self) -> usize {
+        self.pools_per_arena as usize
+    }
+
     /// Bytes currently mapped from the source.
     #[inline]
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.current * self.arena_size
     }
 
+    /// Arenas mapped now.
+    pub(crate) fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Arenas ever mapped.
+    pub(crate) fn allocated_total(&self) -> u64 {
+        self.allocated_total
+    }
+
+    /// Arenas returned to the source.
+    pub(crate) fn reclaimed(&self) -> u64 {
+        self.reclaimed
+    }
+
+    /// The most arenas mapped at once.
+    pub(crate) fn highwater(&self) -> usize {
+        self.highwater
+    }
+
     /// The bitmap with one bit per pool of an arena.
     #[inline]
-    pub(crate) fn all_pools_mask(&self) -> u64 {
+    fn all_pools_mask(&self) -> u64 {
         u64::MAX >> (64 - self.pools_per_arena)
     }
 
-    /// The arena index and pool number of a pool address, given the arena index recorded in
-    /// the pool's header.
+    /// The address of pool `number` of the arena at `base`.
+    #[inline]
+    fn pool_at(&self, base: NonNull<u8>, number: u32) -> NonNull<u8> {
+        debug_assert!(number < self.pools_per_arena);
+        // SAFETY: `number < pools_per_arena`, so the pool lies inside the arena.
+        unsafe { base.add(number as usize * self.pool_size) }
+    }
+
+    /// The pool number of a pool address, given the arena index recorded in its header.
     #[inline]
     pub(crate) fn pool_number(&self, arena_index: u32, pool: NonNull<u8>) -> u32 {
         let base = self.objects[arena_index as usize]
@@ -133,14 +213,39 @@ impl Arenas {
         (offset / self.pool_size) as u32
     }
 
+    // ----------------------------------------------------------------------------------------
+    // The spares budget
+
+    /// Lends layer 2 one unit of the spares budget for a cached empty pool, if the budget has
+    /// room. Returns whether it did.
+    pub(crate) fn lend_spare(&mut self) -> bool {
+        if self.spare_lent || self.empty_arenas >= self.empty_arenas_kept {
+            return false;
+        }
+        self.spare_lent = true;
+        true
+    }
+
+    /// Layer 2 gives back the unit lent by [`lend_spare`](Self::lend_spare).
+    pub(crate) fn take_back_spare(&mut self) {
+        self.spare_lent = false;
+    }
+
+    /// Whether an arena that just emptied may stay mapped as a spare.
+    fn may_keep_empty_arena(&self) -> bool {
+        self.empty_arenas + usize::from(self.spare_lent) < self.empty_arenas_kept
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Taking and returning pools
+
     /// Takes a free pool from the most used usable arena, mapping a new arena first if no arena
     /// has a free pool and `headroom` (bytes the memory limit still allows) permits.
-    pub(crate) fn take_pool(&mut self, headroom: usize) -> Option<TakenPool> {
+    pub(crate) fn take_pool(&mut self, headroom: usize, gate: &Gate) -> Option<TakenPool> {
         if self.usable == NONE {
-            self.new_arena(headroom)?;
+            self.new_arena(headroom, gate)?;
         }
         let index = self.usable;
-        let pools_per_arena = self.pools_per_arena;
         let ao = &mut self.objects[index as usize];
         let base = ao.base.expect("usable arena has no memory");
         let (bit, dirty) = if ao.dirty_free != 0 {
@@ -153,8 +258,7 @@ impl Arenas {
         ao.clean_free &= !(1 << bit);
         let nf = ao.nfree;
         ao.nfree = nf - 1;
-        let next = ao.next;
-        if nf == pools_per_arena {
+        if nf == self.pools_per_arena {
             self.empty_arenas -= 1;
         }
         // The head has the fewest free pools. If it was the last arena with `nf`, nothing has
@@ -164,21 +268,13 @@ impl Arenas {
         }
         if nf == 1 {
             // Full now: leaves the usable list.
-            self.usable = next;
-            if next != NONE {
-                self.objects[next as usize].prev = NONE;
-            }
-            let ao = &mut self.objects[index as usize];
-            ao.next = NONE;
-            ao.prev = NONE;
+            self.unlink(index);
         } else {
             debug_assert_eq!(self.nfp2lasta[nf as usize - 1], NONE);
             self.nfp2lasta[nf as usize - 1] = index;
         }
-        // SAFETY: `bit < pools_per_arena`, so the pool lies inside the arena.
-        let pool = unsafe { base.add(bit as usize * self.pool_size) };
         Some(TakenPool {
-            pool,
+            pool: self.pool_at(base, bit),
             arena_index: index,
             dirty,
         })
@@ -188,13 +284,9 @@ impl Arenas {
     ///
     /// # Safety
     ///
-    /// * `pool` is pool number `pool_number` of arena `arena_index`, taken with `take_pool` and
-    ///   not returned since;
-    /// * no block of the pool is live.
-    ///
-    /// `spares` counts spares held elsewhere (the raw heap's cached empty pool) against
-    /// `empty_arenas_kept`.
-    pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32, spares: usize) {
+    /// * `pool_number` of arena `arena_index` was taken with `take_pool` and not returned since;
+    /// * no block of the pool is live, and nothing refers to the pool any more.
+    pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32, gate: &Gate) {
         let index = arena_index;
         let ao = &mut self.objects[index as usize];
         debug_assert_eq!((ao.dirty_free | ao.clean_free) & (1 << pool_number), 0);
@@ -212,11 +304,11 @@ impl Arenas {
         let was_listed = nf > 1;
 
         if nf == self.pools_per_arena {
-            if self.empty_arenas + spares >= self.empty_arenas_kept {
+            if !self.may_keep_empty_arena() {
                 if was_listed {
                     self.unlink(index);
                 }
-                self.release_arena(index);
+                self.release_arena(index, gate);
                 return;
             }
             self.empty_arenas += 1;
@@ -224,38 +316,35 @@ impl Arenas {
 
         if !was_listed {
             // It was full, so it has the fewest free pools of all: it goes to the head.
-            let head = self.usable;
-            let ao = &mut self.objects[index as usize];
-            ao.next = head;
-            ao.prev = NONE;
-            if head != NONE {
-                self.objects[head as usize].prev = index;
-            }
-            self.usable = index;
-            if self.nfp2lasta[nf as usize] == NONE {
-                self.nfp2lasta[nf as usize] = index;
-            }
-            return;
+            self.link_after(index, NONE);
+        } else if last_of_old != index {
+            // Move it right after the last arena with its old count: first of those with `nf`.
+            debug_assert_ne!(last_of_old, NONE);
+            self.unlink(index);
+            self.link_after(index, last_of_old);
         }
-
+        // Else it is already after every arena with fewer free pools and before every one
+        // with more.
         if self.nfp2lasta[nf as usize] == NONE {
             self.nfp2lasta[nf as usize] = index;
         }
-        if last_of_old == index {
-            // Already after every arena with fewer free pools and before every one with more.
-            return;
+    }
+
+    /// Inserts an unlisted arena into the usable list after `after` (at the head for `NONE`).
+    fn link_after(&mut self, index: u32, after: u32) {
+        let next = if after == NONE {
+            self.usable
+        } else {
+            self.objects[after as usize].next
+        };
+        let ao = &mut self.objects[index as usize];
+        ao.prev = after;
+        ao.next = next;
+        if after == NONE {
+            self.usable = index;
+        } else {
+            self.objects[after as usize].next = index;
         }
-        debug_assert_ne!(last_of_old, NONE);
-        // Move it right after the last arena with its old count: first of those with `nf`.
-        self.unlink(index);
-        let after = last_of_old;
-        let next = self.objects[after as usize].next;
-        {
-            let ao = &mut self.objects[index as usize];
-            ao.prev = after;
-            ao.next = next;
-        }
-        self.objects[after as usize].next = index;
         if next != NONE {
             self.objects[next as usize].prev = index;
         }
@@ -263,10 +352,7 @@ impl Arenas {
 
     /// Removes an arena from the usable list (its `nfp2lasta` entry already fixed).
     fn unlink(&mut self, index: u32) {
-        let (prev, next) = {
-            let ao = &self.objects[index as usize];
-            (ao.prev, ao.next)
-        };
+        let ArenaObject { prev, next, .. } = self.objects[index as usize];
         if prev != NONE {
             self.objects[prev as usize].next = next;
         } else {
@@ -282,12 +368,18 @@ impl Arenas {
     }
 
     /// Maps a new arena and makes it the only usable one. Only called when no arena is usable.
-    fn new_arena(&mut self, headroom: usize) -> Option<()> {
+    fn new_arena(&mut self, headroom: usize, gate: &Gate) -> Option<()> {
         debug_assert_eq!(self.usable, NONE);
         if self.arena_size > headroom || self.objects.len() >= NONE as usize {
             return None;
         }
-        let base = self.source.map_arena(self.arena_size)?;
+        if self.unused == NONE {
+            // Room for the slot first, so that nothing can fail once the arena is mapped.
+            self.objects.try_reserve(1).ok()?;
+        }
+        let size = self.arena_size;
+        let source = &mut self.source;
+        let base = gate.closed(|| source.map_arena(size))?;
         debug_assert_eq!(base.as_ptr().addr() % self.arena_size, 0);
         // A freed block reaches the heap as the caller's pointer, whose provenance may cover
         // that block only (a `Box` retags it so); the heap finds the block's pool header by
@@ -319,8 +411,9 @@ impl Arenas {
         Some(())
     }
 
-    /// Returns an arena (already out of the usable list) to the source.
-    fn release_arena(&mut self, index: u32) {
+    /// Returns an empty arena (already out of the usable list) to the source. The table is
+    /// updated first, so the figures stay true if the source panics.
+    fn release_arena(&mut self, index: u32, gate: &Gate) {
         let ao = &mut self.objects[index as usize];
         let base = ao.base.take().expect("release_arena: slot is unused");
         ao.dirty_free = 0;
@@ -329,15 +422,37 @@ impl Arenas {
         ao.prev = NONE;
         ao.next = self.unused;
         self.unused = index;
-        // SAFETY: `base` was mapped by this source with `arena_size`, and every pool is free,
-        // so nothing refers to the arena any more.
-        unsafe { self.source.unmap_arena(base, self.arena_size) };
         self.reclaimed += 1;
         self.current -= 1;
+        let size = self.arena_size;
+        let source = &mut self.source;
+        // SAFETY: `base` was mapped by this source with `arena_size`, and every pool is free,
+        // so nothing refers to the arena any more.
+        gate.closed(|| unsafe { source.unmap_arena(base, size) });
+    }
+
+    /// Releases every empty arena kept as a spare. Returns how many went back.
+    pub(crate) fn release_spares(&mut self, gate: &Gate) -> usize {
+        let mut released = 0;
+        while self.empty_arenas > 0 {
+            // Empty arenas have the most free pools, so they are at the tail of the usable
+            // list, after `nfp2lasta[pools_per_arena]`'s predecessors: take that one.
+            let index = self.nfp2lasta[self.pools_per_arena as usize];
+            debug_assert_ne!(index, NONE);
+            let prev = self.objects[index as usize].prev;
+            let prev_is_empty =
+                prev != NONE && self.objects[prev as usize].nfree == self.pools_per_arena;
+            self.nfp2lasta[self.pools_per_arena as usize] = if prev_is_empty { prev } else { NONE };
+            self.unlink(index);
+            self.empty_arenas -= 1;
+            self.release_arena(index, gate);
+            released += 1;
+        }
+        released
     }
 
     /// Hands the pages of every dirty free pool back to the OS. Returns the bytes purged.
-    pub(crate) fn purge_free_pools(&mut self) -> usize {
+    pub(crate) fn purge_free_pools(&mut self, gate: &Gate) -> usize {
         let mut purged = 0;
         for index in 0..self.objects.len() {
             let Some(base) = self.objects[index].base else {
@@ -347,11 +462,11 @@ impl Arenas {
             while dirty != 0 {
                 let bit = dirty.trailing_zeros();
                 dirty &= dirty - 1;
-                // SAFETY: `bit < pools_per_arena`, so the pool lies inside the arena.
-                let pool = unsafe { base.add(bit as usize * self.pool_size) };
+                let pool = self.pool_at(base, bit);
+                let (source, size) = (&mut self.source, self.pool_size);
                 // SAFETY: the pool is free: no block in it is live and no list points into it
                 // (free pools are tracked only by these bitmaps).
-                if unsafe { self.source.purge(pool, self.pool_size) } {
+                if gate.closed(|| unsafe { source.purge(pool, size) }) {
                     let ao = &mut self.objects[index];
                     ao.dirty_free &= !(1 << bit);
                     ao.clean_free |= 1 << bit;
@@ -362,7 +477,43 @@ impl Arenas {
         purged
     }
 
-    /// Verifies the table's invariants; the first broken one is returned as a message.
+    // ----------------------------------------------------------------------------------------
+    // Walks
+
+    /// Every pool of every mapped arena, arena by arena in table order, pool by pool.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = PoolEntry> + '_ {
+        self.objects
+            .iter()
+            .enumerate()
+            .filter_map(|(index, ao)| ao.base.map(|base| (index as u32, ao, base)))
+            .flat_map(move |(arena_index, ao, base)| {
+                (0..self.pools_per_arena).map(move |number| {
+                    let bit = 1u64 << number;
+                    let slot = if ao.dirty_free & bit != 0 {
+                        PoolSlot::FreeDirty
+                    } else if ao.clean_free & bit != 0 {
+                        PoolSlot::FreeClean
+                    } else {
+                        PoolSlot::InUse
+                    };
+                    PoolEntry {
+                        arena_index,
+                        number,
+                        addr: self.pool_at(base, number),
+                        slot,
+                    }
+                })
+            })
+    }
+
+    /// Every pool taken by layer 2 (its header valid), with its arena's index.
+    pub(crate) fn pools_in_use(&self) -> impl Iterator<Item = (u32, NonNull<u8>)> + '_ {
+        self.pools()
+            .filter(|p| p.slot == PoolSlot::InUse)
+            .map(|p| (p.arena_index, p.addr))
+    }
+
+    /// Verifies the invariants listed in the module docs; the first broken one is returned.
     pub(crate) fn check(&self) -> Result<(), String> {
         let all = self.all_pools_mask();
         let mut mapped = 0;
@@ -391,10 +542,18 @@ impl Arenas {
                 self.current
             ));
         }
-        if empty != self.empty_arenas || empty > self.empty_arenas_kept {
+        if empty != self.empty_arenas {
             return Err(format!(
-                "{empty} empty arenas, counter {} (kept at most {})",
-                self.empty_arenas, self.empty_arenas_kept
+                "{empty} empty arenas, counter {}",
+                self.empty_arenas
+            ));
+        }
+        if self.empty_arenas + usize::from(self.spare_lent) > self.empty_arenas_kept {
+            return Err(format!(
+                "{} empty arenas and {} cached empty pool exceed the {} spares kept",
+                self.empty_arenas,
+                usize::from(self.spare_lent),
+                self.empty_arenas_kept
             ));
         }
         // The usable list: every arena with a free pool, sorted by free pools, nfp2lasta right.
@@ -450,5 +609,158 @@ impl Drop for Arenas {
                 unsafe { self.source.unmap_arena(base, self.arena_size) };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::SystemSource;
+
+    /// Arenas of 8 pools of 4 KiB from the system allocator, keeping `kept` spares.
+    fn arenas(kept: usize) -> Arenas {
+        Arenas::new(4 << 10, 32 << 10, kept, Box::new(SystemSource))
+    }
+
+    fn take(a: &mut Arenas, gate: &Gate) -> (u32, u32) {
+        let taken = a.take_pool(usize::MAX, gate).expect("a pool");
+        (
+            taken.arena_index,
+            a.pool_number(taken.arena_index, taken.pool),
+        )
+    }
+
+    fn give(a: &mut Arenas, (arena, number): (u32, u32), gate: &Gate) {
+        // SAFETY: the pool was taken by `take` and nothing uses it.
+        unsafe { a.return_pool(arena, number, gate) };
+        a.check().unwrap();
+    }
+
+    /// The usable list as (arena, free pools), head first.
+    fn usable(a: &Arenas) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut at = a.usable;
+        while at != NONE {
+            out.push((at, a.objects[at as usize].nfree));
+            at = a.objects[at as usize].next;
+        }
+        out
+    }
+
+    #[test]
+    fn pools_come_from_the_most_used_arena_lowest_first() {
+        let gate = Gate::new(512);
+        let mut a = arenas(1);
+        let first: Vec<_> = (0..8).map(|_| take(&mut a, &gate)).collect();
+        assert_eq!(first, (0..8).map(|n| (0, n)).collect::<Vec<_>>());
+        assert_eq!(usable(&a), vec![]);
+        assert_eq!(take(&mut a, &gate), (1, 0));
+        a.check().unwrap();
+        // A pool back in the full arena 0 puts it at the head: it has fewer free pools.
+        give(&mut a, (0, 3), &gate);
+        assert_eq!(usable(&a), vec![(0, 1), (1, 7)]);
+        assert_eq!(take(&mut a, &gate), (0, 3), "dirty pools are reused first");
+    }
+
+    #[test]
+    fn every_return_path_keeps_the_order_and_nfp2lasta() {
+        let gate = Gate::new(512);
+        let mut a = arenas(8);
+        // Three full arenas.
+        let mut held: Vec<Vec<(u32, u32)>> = (0..3)
+            .map(|_| (0..8).map(|_| take(&mut a, &gate)).collect())
+            .collect();
+        // Full → head (arena 1 gets one free pool).
+        give(&mut a, held[1].pop().unwrap(), &gate);
+        assert_eq!(usable(&a), vec![(1, 1)]);
+        // Full → head, ahead of an arena with as many free pools: order by count holds.
+        give(&mut a, held[2].pop().unwrap(), &gate);
+        assert_eq!(usable(&a), vec![(2, 1), (1, 1)]);
+        // Listed, not last of its count: moves behind the last arena with its old count.
+        give(&mut a, held[2].pop().unwrap(), &gate);
+        assert_eq!(usable(&a), vec![(1, 1), (2, 2)]);
+        // Listed and last of its count: stays in place.
+        give(&mut a, held[2].pop().unwrap(), &gate);
+        assert_eq!(usable(&a), vec![(1, 1), (2, 3)]);
+        assert_eq!(a.nfp2lasta[1], 1);
+        assert_eq!(a.nfp2lasta[3], 2);
+        // An arena that empties is kept while the budget allows.
+        for pool in held[2].drain(..) {
+            give(&mut a, pool, &gate);
+        }
+        assert_eq!(usable(&a), vec![(1, 1), (2, 8)]);
+        assert_eq!(a.empty_arenas, 1);
+        assert_eq!(a.current(), 3);
+    }
+
+    #[test]
+    fn an_empty_arena_beyond_the_budget_goes_back_at_once() {
+        let gate = Gate::new(512);
+        let mut a = arenas(1);
+        let one: Vec<_> = (0..8).map(|_| take(&mut a, &gate)).collect();
+        let two: Vec<_> = (0..8).map(|_| take(&mut a, &gate)).collect();
+        for pool in one {
+            give(&mut a, pool, &gate);
+        }
+        assert_eq!((a.current(), a.empty_arenas), (2, 1), "one spare kept");
+        for pool in two {
+            give(&mut a, pool, &gate);
+        }
+        assert_eq!((a.current(), a.reclaimed()), (1, 1), "the second goes back");
+        assert_eq!(a.release_spares(&gate), 1);
+        assert_eq!(a.current(), 0);
+        a.check().unwrap();
+    }
+
+    #[test]
+    fn a_lent_spare_counts_against_the_budget() {
+        let gate = Gate::new(512);
+        let mut a = arenas(1);
+        assert!(a.lend_spare());
+        assert!(!a.lend_spare(), "one unit only");
+        let pools: Vec<_> = (0..8).map(|_| take(&mut a, &gate)).collect();
+        for pool in pools {
+            give(&mut a, pool, &gate);
+        }
+        assert_eq!(
+            a.current(),
+            0,
+            "the budget was lent: the empty arena goes back"
+        );
+        a.take_back_spare();
+        let pools: Vec<_> = (0..8).map(|_| take(&mut a, &gate)).collect();
+        for pool in pools {
+            give(&mut a, pool, &gate);
+        }
+        assert_eq!(
+            a.current(),
+            1,
+            "the budget is free again: the arena is kept"
+        );
+        assert!(!a.lend_spare(), "the kept arena uses the budget");
+    }
+
+    #[test]
+    fn the_headroom_bounds_new_arenas() {
+        let gate = Gate::new(512);
+        let mut a = arenas(1);
+        assert!(a.take_pool((32 << 10) - 1, &gate).is_none());
+        assert_eq!(a.current(), 0);
+        assert!(a.take_pool(32 << 10, &gate).is_some());
+    }
+
+    #[test]
+    fn the_walk_sees_every_pool_once_in_its_state() {
+        let gate = Gate::new(512);
+        let mut a = arenas(1);
+        let taken: Vec<_> = (0..3).map(|_| take(&mut a, &gate)).collect();
+        give(&mut a, taken[1], &gate);
+        let slots: Vec<_> = a.pools().map(|p| p.slot).collect();
+        assert_eq!(slots.len(), 8);
+        assert_eq!(slots[0], PoolSlot::InUse);
+        assert_eq!(slots[1], PoolSlot::FreeDirty);
+        assert_eq!(slots[2], PoolSlot::InUse);
+        assert!(slots[3..].iter().all(|&s| s == PoolSlot::FreeClean));
+        assert_eq!(a.pools_in_use().count(), 2);
     }
 }

@@ -141,7 +141,7 @@ impl HeapConfig {
     /// frees, frees with the wrong layout or to the wrong heap, and writes after free are
     /// reported (by a panic naming the problem and the address) before they corrupt anything
     /// else. Slower and larger; off by default, and free of cost when off. See
-    /// [`Heap`](crate::Heap)'s "Debug mode" section.
+    /// [`Heap`](crate::Heap)'s "Debug mode" section for every misuse it names.
     pub const fn debug(mut self, enabled: bool) -> Self {
         self.debug = enabled;
         self
@@ -152,9 +152,13 @@ impl HeapConfig {
         self.debug
     }
 
-    /// Pools per arena under this geometry.
+    /// Pools per arena under this geometry (0 for a pool size of 0: an accessor of a config
+    /// not yet validated never panics).
     pub const fn pools_per_arena(&self) -> usize {
-        self.arena_size / self.pool_size
+        match self.arena_size.checked_div(self.pool_size) {
+            Some(pools) => pools,
+            None => 0,
+        }
     }
 
     /// The configured pool size in bytes.
@@ -236,7 +240,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "an arena of {arena_size} bytes holds {} pools of {pool_size} bytes; \
                  it must hold between 1 and {MAX_POOLS_PER_ARENA}",
-                arena_size / pool_size
+                arena_size.checked_div(pool_size).unwrap_or(0)
             ),
         }
     }
@@ -254,6 +258,18 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(c.pools_per_arena(), 64);
         assert_eq!(c.get_empty_arenas_kept(), 1);
+    }
+
+    #[test]
+    fn accessors_of_an_unvalidated_config_do_not_panic() {
+        let c = HeapConfig::new().pool_size(0);
+        assert_eq!(c.pools_per_arena(), 0);
+        assert_eq!(c.validate(), Err(ConfigError::PoolSize(0)));
+        let e = ConfigError::PoolsPerArena {
+            arena_size: 1 << 20,
+            pool_size: 0,
+        };
+        assert!(e.to_string().contains("holds 0 pools"), "{e}");
     }
 
     #[test]

@@ -1,66 +1,219 @@
-//! The debug mode: CPython's `PYTHONMALLOC=debug`, and more.
+//! The debug mode, a layer of its own over layers 0–3: CPython's `PYTHONMALLOC=debug`, and more.
 //!
-//! With [`HeapConfig::debug`](crate::HeapConfig::debug) on, every request of `size` bytes is
-//! served by a larger *inner* block laid out as
+//! As CPython's `PyMem_SetupDebugHooks` wraps any allocator, this layer wraps the raw heap and
+//! the free lists; the heap chooses it when it is built ([`HeapConfig::debug`]) and routes every
+//! request through it. Nothing below knows it exists: layer 2 takes a [`Fill`] policy, and the
+//! fast paths stay branch-free when the mode is off (a debug heap's gate keeps the fast-path
+//! limit at 0, see [`gate`](crate::gate)).
+//!
+//! Every request of `size` bytes is served by a larger *inner* block laid out as
 //!
 //! ```text
-//!  | leading guard (max(16, align) × 0xFD) | data (size bytes) | trailing guard (16 × 0xFD) |
+//!  | leading guard (max(16, align) × 0xFD) | data (size bytes) | trailing guard (≥ 16 × 0xFD) |
 //!  ^ inner block                           ^ returned pointer
 //! ```
 //!
-//! Fresh data is filled with `0xCD`, freed blocks (and every block carved in a pool) with
-//! `0xDD`, CPython's patterns. A record of every live block (address → layout) and of freed
-//! ones lets each misuse be named exactly:
+//! (the trailing guard runs to the end of the inner block: a pool block's rounding is guarded
+//! too). Fresh data is filled with `0xCD`, freed blocks with `0xDD`, CPython's patterns. A
+//! record of every live block (address → layout) and of freed ones lets each misuse be named
+//! exactly:
 //!
 //! | misuse | caught when | how |
 //! | --- | --- | --- |
 //! | overrun | free, resize, `check()` | trailing guard disturbed |
 //! | underrun | free, resize, `check()` | leading guard disturbed |
-//! | double free | free | address in the freed record |
+//! | double free | free (blocks and layer-3 slots) | address in the freed record, or resting on its list |
 //! | wrong layout | free, resize | layout differs from the one recorded |
-//! | foreign pointer | free, resize | address in neither record |
-//! | write after free | the block is handed out again | `0xDD` fill disturbed |
+//! | foreign pointer | free, resize, a slot pushed | address in neither record |
+//! | write after free, small block | the block is handed out again, or its pool empties | `0xDD` fill disturbed, or its free-list link leaves the pool |
+//! | write after free, large block | it leaves the quarantine, `check()`, `trim()` | `0xDD` fill disturbed |
+//! | write after free, layer-3 slot | popped, evicted, cleared, `check()` | `0xDD` fill disturbed, every byte |
 //!
 //! Each is a panic whose message starts with `pyalloc debug:` and names the problem, the
 //! address and the size, raised before the heap changes anything, so nothing is corrupted
-//! further. Layer-3 slots resting on a free list are poisoned with `0xDD` too and checked when
-//! popped.
+//! further, and raised after the heap's core is released, so a panic hook may use the heap.
 //!
-//! The mode costs nothing when off: the fast paths compare the request size with a per-heap
-//! limit that is 512 normally and 0 in debug mode, so every debug request takes the slow path
-//! without an extra branch on the fast one.
+//! Large blocks are not given back to the system at once: the last few freed
+//! ([`QUARANTINE_BLOCKS`], at most [`QUARANTINE_BYTES`]) wait in a quarantine, filled with
+//! `0xDD`, and are checked when they leave it. Layer-3 slots rest *out of band*: the list keeps
+//! their addresses, so every byte of a resting slot, its first word included, holds `0xDD`.
 
 use core::alloc::Layout;
+use core::fmt;
 use core::ptr::NonNull;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use allocator_api2::alloc::AllocError;
 
 use crate::config::ALIGNMENT;
-use crate::raw::{slice, RawHeap};
+use crate::fill::{first_mismatch, FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
+use crate::free_list::{FreeLists, ListSpec};
+use crate::gate::Gate;
+use crate::link::{self, LINK};
+use crate::pool::Pool;
+use crate::raw::{dangling, slice, RawHeap};
 use crate::size_class::{block_size, class_of, is_small};
+use crate::valgrind;
 
-/// Fill of fresh data (CPython's `PYMEM_CLEANBYTE`).
-pub const FRESH_BYTE: u8 = 0xCD;
-/// Fill of freed memory (CPython's `PYMEM_DEADBYTE`).
-pub const FREED_BYTE: u8 = 0xDD;
-/// Guard bytes around each block (CPython's `PYMEM_FORBIDDENBYTE`).
-pub const GUARD_BYTE: u8 = 0xFD;
+/// The most freed large blocks the quarantine holds.
+pub(crate) const QUARANTINE_BLOCKS: usize = 64;
+/// The most bytes the quarantine holds (inner blocks).
+pub(crate) const QUARANTINE_BYTES: usize = 4 << 20;
 
-/// Bytes of the trailing guard.
+/// Bytes of the smallest trailing guard.
 const TRAILER: usize = 16;
 
-/// Bytes at the start of a free block or slot that hold a list link, not the fill pattern.
-const LINK: usize = size_of::<usize>();
+/// What memory a write after free hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freed {
+    /// A freed block.
+    Memory,
+    /// A slot resting on the named free list.
+    Slot(&'static str),
+}
 
-/// What the debug mode remembers.
-#[derive(Debug, Default)]
-pub(crate) struct DebugState {
-    /// Live blocks: returned address → the pointer (for the `check()` walk) and the layout
-    /// requested.
-    live: HashMap<usize, (NonNull<u8>, Layout)>,
-    /// Blocks freed and not handed out since: address → the layout they had.
-    freed: HashMap<usize, Layout>,
+/// A misuse the debug mode caught: plain data, formatted when the heap panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Misuse {
+    Overrun {
+        ptr: NonNull<u8>,
+        size: usize,
+        offset: usize,
+        value: u8,
+    },
+    Underrun {
+        ptr: NonNull<u8>,
+        size: usize,
+        offset: usize,
+        value: u8,
+    },
+    DoubleFree {
+        ptr: NonNull<u8>,
+        size: usize,
+    },
+    DoubleFreeSlot {
+        ptr: NonNull<u8>,
+        list: &'static str,
+    },
+    ForeignPointer {
+        ptr: NonNull<u8>,
+        size: usize,
+    },
+    WrongLayout {
+        ptr: NonNull<u8>,
+        recorded: Layout,
+        given: Layout,
+    },
+    WriteAfterFree {
+        what: Freed,
+        ptr: NonNull<u8>,
+        len: usize,
+        offset: usize,
+        value: u8,
+    },
+    CorruptLink {
+        ptr: NonNull<u8>,
+        len: usize,
+        link: usize,
+    },
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Misuse::Overrun {
+                ptr,
+                size,
+                offset,
+                value,
+            } => write!(
+                f,
+                "pyalloc debug: buffer overrun: block {ptr:p} of {size} bytes was written past \
+                 its end: byte {offset} after it is {value:#04x}, expected {GUARD_BYTE:#04x}"
+            ),
+            Misuse::Underrun {
+                ptr,
+                size,
+                offset,
+                value,
+            } => write!(
+                f,
+                "pyalloc debug: buffer underrun: block {ptr:p} of {size} bytes was written \
+                 before its start: byte {offset} before it is {value:#04x}, expected \
+                 {GUARD_BYTE:#04x}"
+            ),
+            Misuse::DoubleFree { ptr, size } => write!(
+                f,
+                "pyalloc debug: double free: block {ptr:p} of {size} bytes was already freed"
+            ),
+            Misuse::DoubleFreeSlot { ptr, list } => write!(
+                f,
+                "pyalloc debug: double free: slot {ptr:p} is already on the {list} free list"
+            ),
+            Misuse::ForeignPointer { ptr, size } => write!(
+                f,
+                "pyalloc debug: foreign pointer: block {ptr:p} ({size} bytes) was not \
+                 allocated by this heap"
+            ),
+            Misuse::WrongLayout {
+                ptr,
+                recorded,
+                given,
+            } => write!(
+                f,
+                "pyalloc debug: wrong layout: block {ptr:p} was allocated with size {}, align \
+                 {} and freed with size {}, align {}",
+                recorded.size(),
+                recorded.align(),
+                given.size(),
+                given.align()
+            ),
+            Misuse::WriteAfterFree {
+                what,
+                ptr,
+                len,
+                offset,
+                value,
+            } => {
+                write!(f, "pyalloc debug: write after free: ")?;
+                match what {
+                    Freed::Memory => write!(f, "memory")?,
+                    Freed::Slot(list) => write!(f, "slot of the {list} free list")?,
+                }
+                write!(
+                    f,
+                    " at {ptr:p} ({len} bytes) was modified after it was freed: byte {offset} \
+                     is {value:#04x}, expected {FREED_BYTE:#04x}"
+                )
+            }
+            Misuse::CorruptLink { ptr, len, link } => write!(
+                f,
+                "pyalloc debug: write after free: memory at {ptr:p} ({len} bytes) was modified \
+                 after it was freed: its free-list link {link:#x} points outside its pool"
+            ),
+        }
+    }
+}
+
+/// Why a debug-mode request did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DebugError {
+    /// No memory: an `AllocError` for the caller.
+    OutOfMemory,
+    /// A misuse: a panic, once the core is released.
+    Misuse(Misuse),
+}
+
+impl From<Misuse> for DebugError {
+    fn from(misuse: Misuse) -> Self {
+        DebugError::Misuse(misuse)
+    }
+}
+
+impl From<AllocError> for DebugError {
+    fn from(_: AllocError) -> Self {
+        DebugError::OutOfMemory
+    }
 }
 
 /// Bytes of the leading guard for `layout`: keeps the data aligned.
@@ -68,7 +221,7 @@ fn lead(layout: Layout) -> usize {
     layout.align().max(ALIGNMENT)
 }
 
-/// The inner block serving `layout`.
+/// The inner layout serving `layout`.
 fn inner_layout(layout: Layout) -> Result<Layout, AllocError> {
     let size = lead(layout)
         .checked_add(layout.size())
@@ -77,83 +230,99 @@ fn inner_layout(layout: Layout) -> Result<Layout, AllocError> {
     Layout::from_size_align(size, layout.align().max(ALIGNMENT)).map_err(|_| AllocError)
 }
 
-/// The first byte of `bytes` that is not `expected`, as (offset, value).
-fn first_mismatch(bytes: &[u8], expected: u8) -> Option<(usize, u8)> {
-    bytes
-        .iter()
-        .position(|&b| b != expected)
-        .map(|i| (i, bytes[i]))
-}
-
-/// Fills `len` bytes at `ptr` with the freed pattern, keeping the first word for a list link:
-/// what every free pool block and free-list slot holds in debug mode.
-///
-/// # Safety
-///
-/// `ptr` is valid for writes of `len` bytes.
-pub(crate) unsafe fn poison(ptr: *mut u8, len: usize) {
-    if len > LINK {
-        // SAFETY: within the `len` bytes the caller vouches for.
-        unsafe { ptr.add(LINK).write_bytes(FREED_BYTE, len - LINK) };
-    }
-}
-
-/// Whether `len` bytes at `ptr` still hold the freed pattern (after the link word).
-///
-/// # Safety
-///
-/// `ptr` is valid for reads of `len` bytes.
-pub(crate) unsafe fn is_poisoned(ptr: *mut u8, len: usize) -> bool {
-    if len <= LINK {
-        return true;
-    }
-    // SAFETY: within the `len` bytes the caller vouches for.
-    let bytes = unsafe { core::slice::from_raw_parts(ptr.add(LINK), len - LINK) };
-    first_mismatch(bytes, FREED_BYTE).is_none()
-}
-
-/// Checks that `len` bytes at `ptr` still hold the freed pattern (after the link word);
-/// panics with a "write after free" message naming `what` otherwise.
-///
-/// # Safety
-///
-/// `ptr` is valid for reads of `len` bytes.
-pub(crate) unsafe fn check_poison(ptr: *mut u8, len: usize, what: core::fmt::Arguments<'_>) {
-    if len <= LINK {
-        return;
-    }
-    // SAFETY: within the `len` bytes the caller vouches for.
-    let bytes = unsafe { core::slice::from_raw_parts(ptr.add(LINK), len - LINK) };
-    if let Some((offset, value)) = first_mismatch(bytes, FREED_BYTE) {
-        panic!(
-            "pyalloc debug: write after free: {what} at {ptr:p} ({len} bytes) was modified \
-             after it was freed: byte {} is {value:#04x}, expected {FREED_BYTE:#04x}",
-            offset + LINK
-        );
+/// The length of the inner block serving `inner`: its pool block, or exactly `inner`.
+fn inner_len(inner: Layout) -> usize {
+    if is_small(inner) {
+        block_size(class_of(inner.size()))
+    } else {
+        inner.size()
     }
 }
 
 /// The inner block of a live debug-mode block, through the inner block's provenance (exposed
-/// by `debug_allocate`): the caller's pointer may not cover the guards.
+/// by `allocate`): the caller's pointer may not cover the guards.
 fn inner_of(ptr: NonNull<u8>, layout: Layout) -> NonNull<u8> {
     let inner = core::ptr::with_exposed_provenance_mut(ptr.as_ptr().addr() - lead(layout));
     // SAFETY: the inner block starts `lead` bytes before a live block: a non-null address.
     unsafe { NonNull::new_unchecked(inner) }
 }
 
-impl RawHeap {
+/// Checks that `len` bytes at `ptr` (from byte `from`) hold the freed pattern.
+///
+/// # Safety
+///
+/// `ptr` is valid for reads of `len` bytes.
+unsafe fn check_freed(
+    what: Freed,
+    ptr: NonNull<u8>,
+    len: usize,
+    from: usize,
+) -> Result<(), Misuse> {
+    if len <= from {
+        return Ok(());
+    }
+    valgrind::make_defined(ptr.as_ptr(), len);
+    // SAFETY: within the `len` bytes the caller vouches for.
+    let found = unsafe { first_mismatch(ptr.as_ptr().add(from), len - from, FREED_BYTE) };
+    valgrind::make_noaccess(ptr.as_ptr(), len);
+    match found {
+        None => Ok(()),
+        Some((offset, value)) => Err(Misuse::WriteAfterFree {
+            what,
+            ptr,
+            len,
+            offset: offset + from,
+            value,
+        }),
+    }
+}
+
+/// What the debug mode remembers.
+#[derive(Debug, Default)]
+pub(crate) struct DebugLayer {
+    /// Live blocks: returned address → the pointer (for the `check()` walk) and the layout
+    /// requested.
+    live: HashMap<usize, (NonNull<u8>, Layout)>,
+    /// Blocks freed and not handed out since: address → the layout they had.
+    freed: HashMap<usize, Layout>,
+    /// Freed large blocks not yet given back: (returned pointer, layout), oldest first.
+    quarantine: VecDeque<(NonNull<u8>, Layout)>,
+    /// Bytes of the inner blocks in the quarantine.
+    quarantine_bytes: usize,
+}
+
+impl DebugLayer {
     /// The debug mode's allocation.
-    pub(crate) fn debug_allocate(&mut self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    pub(crate) fn allocate(
+        &mut self,
+        raw: &mut RawHeap,
+        layout: Layout,
+        gate: &Gate,
+    ) -> Result<NonNull<[u8]>, DebugError> {
+        if layout.size() == 0 {
+            return Ok(slice(dangling(layout.align()), 0));
+        }
         let inner = inner_layout(layout)?;
-        let (block, len) = if is_small(inner) {
+        let len = inner_len(inner);
+        let block = if is_small(inner) {
             let class = class_of(inner.size());
-            let block = self.alloc_block(class).ok_or(AllocError)?;
-            // A pool block was poisoned when carved or freed; anything else is a stray write.
-            // SAFETY: the block is `block_size(class)` bytes, handed out just now.
-            unsafe { check_poison(block.as_ptr(), block_size(class), format_args!("memory")) };
-            (block, block_size(class))
+            // The block about to be handed out must still hold what its free left: a link
+            // inside its pool, and the freed pattern after it. Checked before it is taken.
+            if let Some((pool, next)) = raw.next_block(class) {
+                // SAFETY: `next` is the first free block of a pool in use, holding a link
+                // and, in debug mode, the freed pattern (`Fill::Freed`, or a debug free).
+                unsafe { Self::check_free_block(pool, next, len)? };
+            }
+            raw.alloc_block(class, gate).ok_or(AllocError)?
         } else {
-            (self.allocate_large(inner)?.cast::<u8>(), inner.size())
+            match raw.allocate_large(inner, gate) {
+                Ok(block) => block.cast(),
+                Err(AllocError) => {
+                    // The quarantine may be what stands in the way of the memory limit.
+                    self.flush_quarantine(raw)?;
+                    raw.allocate_large(inner, gate)?.cast()
+                }
+            }
         };
         let lead = lead(layout);
         // The guards lie outside what the caller's pointer may cover: they are reached later
@@ -168,163 +337,363 @@ impl RawHeap {
                 .write_bytes(GUARD_BYTE, len - lead - layout.size());
             NonNull::new_unchecked(p.add(lead))
         };
-        let state = self.debug.as_mut().expect("debug mode");
-        state.freed.remove(&user.as_ptr().addr());
-        state.live.insert(user.as_ptr().addr(), (user, layout));
+        self.freed.remove(&user.as_ptr().addr());
+        self.live.insert(user.as_ptr().addr(), (user, layout));
         Ok(slice(user, layout.size()))
     }
 
-    /// Checks that `ptr` is a live block of this heap with layout `layout` and intact guards;
-    /// panics naming the misuse otherwise.
-    pub(crate) fn debug_check_live(&self, ptr: NonNull<u8>, layout: Layout) {
-        let state = self.debug.as_ref().expect("debug mode");
-        let addr = ptr.as_ptr().addr();
-        let Some(&(_, recorded)) = state.live.get(&addr) else {
-            if let Some(freed) = state.freed.get(&addr) {
-                panic!(
-                    "pyalloc debug: double free: block {ptr:p} of {} bytes was already freed",
-                    freed.size()
-                );
-            }
-            panic!(
-                "pyalloc debug: foreign pointer: block {ptr:p} ({} bytes) was not allocated by \
-                 this heap",
-                layout.size()
-            );
-        };
-        if recorded != layout {
-            panic!(
-                "pyalloc debug: wrong layout: block {ptr:p} was allocated with size {}, align {} \
-                 and freed with size {}, align {}",
-                recorded.size(),
-                recorded.align(),
-                layout.size(),
-                layout.align()
-            );
+    /// Checks a free pool block: its link stays inside its pool and the rest holds `0xDD`.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a free block of `pool` (`len` bytes), a pool in use of a debug heap.
+    unsafe fn check_free_block(pool: Pool, block: NonNull<u8>, len: usize) -> Result<(), Misuse> {
+        // SAFETY: a free block's first word is a link.
+        let next = unsafe { link::read(block.as_ptr()) };
+        if !next.is_null() && !pool.holds_block(next.addr()) {
+            return Err(Misuse::CorruptLink {
+                ptr: block,
+                len,
+                link: next.addr(),
+            });
         }
-        if let Err(message) = Self::check_guards(ptr, recorded) {
-            panic!("{message}");
-        }
+        // SAFETY: the block is `len` bytes of the pool.
+        unsafe { check_freed(Freed::Memory, block, len, LINK) }
     }
 
-    /// Checks both guards of a live block.
-    fn check_guards(ptr: NonNull<u8>, layout: Layout) -> Result<(), String> {
+    /// Checks that `ptr` is a live block of this heap with layout `layout` and intact guards.
+    pub(crate) fn check_live(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Misuse> {
+        let addr = ptr.as_ptr().addr();
+        let Some(&(_, recorded)) = self.live.get(&addr) else {
+            if let Some(freed) = self.freed.get(&addr) {
+                return Err(Misuse::DoubleFree {
+                    ptr,
+                    size: freed.size(),
+                });
+            }
+            return Err(Misuse::ForeignPointer {
+                ptr,
+                size: layout.size(),
+            });
+        };
+        if recorded != layout {
+            return Err(Misuse::WrongLayout {
+                ptr,
+                recorded,
+                given: layout,
+            });
+        }
+        Self::check_guards(ptr, recorded)
+    }
+
+    /// Checks both guards of a live block, the whole trailing one.
+    fn check_guards(ptr: NonNull<u8>, layout: Layout) -> Result<(), Misuse> {
         let lead = lead(layout);
         let inner = inner_of(ptr, layout);
+        let len = inner_len(inner_layout(layout).expect("recorded layouts have an inner layout"));
+        let tail = len - lead - layout.size();
         // SAFETY: the block is live (recorded), so its inner block surrounds it: `lead` guard
-        // bytes before, `TRAILER` after.
-        let (before, after) = unsafe {
+        // bytes before, `tail` after.
+        let (after, before) = unsafe {
             let p = inner.as_ptr();
             (
-                core::slice::from_raw_parts(p, lead),
-                core::slice::from_raw_parts(p.add(lead + layout.size()), TRAILER),
+                first_mismatch(p.add(lead + layout.size()), tail, GUARD_BYTE),
+                first_mismatch(p, lead, GUARD_BYTE),
             )
         };
-        if let Some((i, value)) = first_mismatch(after, GUARD_BYTE) {
-            return Err(format!(
-                "pyalloc debug: buffer overrun: block {ptr:p} of {} bytes was written past its \
-                 end: byte {} after it is {value:#04x}, expected {GUARD_BYTE:#04x}",
-                layout.size(),
-                i
-            ));
+        if let Some((offset, value)) = after {
+            return Err(Misuse::Overrun {
+                ptr,
+                size: layout.size(),
+                offset,
+                value,
+            });
         }
-        if let Some((i, value)) = first_mismatch(before, GUARD_BYTE) {
-            return Err(format!(
-                "pyalloc debug: buffer underrun: block {ptr:p} of {} bytes was written before \
-                 its start: byte {} before it is {value:#04x}, expected {GUARD_BYTE:#04x}",
-                layout.size(),
-                lead - i
-            ));
+        if let Some((i, value)) = before {
+            return Err(Misuse::Underrun {
+                ptr,
+                size: layout.size(),
+                offset: lead - i,
+                value,
+            });
         }
         Ok(())
     }
 
-    /// The debug mode's free.
-    ///
-    /// # Safety
-    ///
-    /// None beyond the allocator contract: every misuse of it is detected and reported by a
-    /// panic before anything is changed (except for pointers that are not allocations at all,
-    /// which cannot be told from foreign ones and are reported as such).
-    pub(crate) unsafe fn debug_deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        self.debug_check_live(ptr, layout);
-        let state = self.debug.as_mut().expect("debug mode");
-        state.live.remove(&ptr.as_ptr().addr());
-        state.freed.insert(ptr.as_ptr().addr(), layout);
+    /// The debug mode's free. Every misuse is reported before anything changes (except for
+    /// pointers that are not allocations at all, which cannot be told from foreign ones).
+    pub(crate) fn deallocate(
+        &mut self,
+        raw: &mut RawHeap,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        gate: &Gate,
+    ) -> Result<(), Misuse> {
+        if layout.size() == 0 {
+            return Ok(());
+        }
+        self.check_live(ptr, layout)?;
         let inner = inner_layout(layout).expect("recorded layouts have an inner layout");
-        // SAFETY: the block is live with `layout` (checked above), so its inner block starts
-        // `lead` bytes before it; it is filled with the freed pattern, then freed the way it
-        // was allocated.
+        let block = inner_of(ptr, layout);
+        let len = inner_len(inner);
+        if is_small(inner) {
+            // SAFETY: a live pool block of this heap.
+            let pool = unsafe { raw.pool_of(block) };
+            if pool.ref_count() == 1 {
+                // The pool empties with this free and may be recycled for another class: the
+                // last chance to see a write into one of its free blocks.
+                Self::check_pool_free_blocks(pool, len)?;
+            }
+        } else {
+            self.make_quarantine_room(raw, len)?;
+        }
+        self.live.remove(&ptr.as_ptr().addr());
+        self.freed.insert(ptr.as_ptr().addr(), layout);
+        // SAFETY: the block is live with `layout` (checked), its inner block `len` bytes; it is
+        // filled with the freed pattern, then freed the way it was allocated (or quarantined).
         unsafe {
-            let block = inner_of(ptr, layout);
+            block.as_ptr().write_bytes(FREED_BYTE, len);
             if is_small(inner) {
-                let len = block_size(class_of(inner.size()));
-                block.as_ptr().write_bytes(FREED_BYTE, len);
-                self.free_block(block);
+                raw.free_block(block, gate);
             } else {
-                block.as_ptr().write_bytes(FREED_BYTE, inner.size());
-                self.deallocate_large(block, inner);
+                valgrind::make_noaccess(block.as_ptr(), len);
+                self.quarantine.push_back((ptr, layout));
+                self.quarantine_bytes += len;
             }
         }
+        Ok(())
+    }
+
+    /// Checks every free block of a pool (see [`check_free_block`](Self::check_free_block)).
+    fn check_pool_free_blocks(pool: Pool, len: usize) -> Result<(), Misuse> {
+        for block in pool.free_blocks() {
+            let Ok(block) = block else {
+                return Err(Misuse::CorruptLink {
+                    ptr: NonNull::new(pool.first_free()).unwrap_or(pool.addr()),
+                    len,
+                    link: 0,
+                });
+            };
+            // SAFETY: a free block of a pool in use of this debug heap.
+            unsafe { Self::check_free_block(pool, block, len)? };
+        }
+        Ok(())
+    }
+
+    /// Evicts quarantined blocks (checking each first) until `len` more bytes fit.
+    fn make_quarantine_room(&mut self, raw: &mut RawHeap, len: usize) -> Result<(), Misuse> {
+        while !self.quarantine.is_empty()
+            && (self.quarantine.len() >= QUARANTINE_BLOCKS
+                || self.quarantine_bytes + len > QUARANTINE_BYTES)
+        {
+            self.evict_oldest(raw)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the oldest quarantined block and gives it back to the system.
+    fn evict_oldest(&mut self, raw: &mut RawHeap) -> Result<(), Misuse> {
+        let Some(&(ptr, layout)) = self.quarantine.front() else {
+            return Ok(());
+        };
+        let inner = inner_layout(layout).expect("quarantined layouts have an inner layout");
+        let block = inner_of(ptr, layout);
+        // SAFETY: a quarantined block is an inner block of `inner.size()` bytes, still ours.
+        unsafe { check_freed(Freed::Memory, block, inner.size(), 0)? };
+        self.quarantine.pop_front();
+        self.quarantine_bytes -= inner.size();
+        // SAFETY: a system block of this heap with layout `inner`, freed by the user.
+        unsafe { raw.deallocate_large(block, inner) };
+        Ok(())
+    }
+
+    /// Empties the quarantine, checking every block.
+    pub(crate) fn flush_quarantine(&mut self, raw: &mut RawHeap) -> Result<(), Misuse> {
+        while !self.quarantine.is_empty() {
+            self.evict_oldest(raw)?;
+        }
+        Ok(())
     }
 
     /// The debug mode's grow and shrink: always a move, so stale pointers to the old block
     /// meet the freed pattern.
-    ///
-    /// # Safety
-    ///
-    /// As [`debug_deallocate`](Self::debug_deallocate).
-    pub(crate) unsafe fn debug_reallocate(
+    pub(crate) fn reallocate(
         &mut self,
+        raw: &mut RawHeap,
         ptr: NonNull<u8>,
         old: Layout,
         new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
+        gate: &Gate,
+    ) -> Result<NonNull<[u8]>, DebugError> {
         if old.size() != 0 {
-            self.debug_check_live(ptr, old);
+            self.check_live(ptr, old)?;
         }
-        let fresh = if new.size() == 0 {
-            slice(crate::raw::dangling(new.align()), 0)
-        } else {
-            self.debug_allocate(new)?
-        };
-        // SAFETY: both blocks are live and distinct (or zero-sized), each at least `keep` long;
-        // the old one is then freed with its own, checked layout.
+        let fresh = self.allocate(raw, new, gate)?;
+        // SAFETY: both blocks are live and distinct (or zero-sized), each at least `keep` long.
         unsafe {
             let keep = old.size().min(new.size());
             core::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast::<u8>().as_ptr(), keep);
-            if old.size() != 0 {
-                self.debug_deallocate(ptr, old);
-            }
         }
+        self.deallocate(raw, ptr, old, gate)?;
         Ok(fresh)
     }
 
-    /// Frees the system blocks still live when the heap is dropped (pool blocks go with their
-    /// arenas). Only the debug mode knows them: it records every block.
-    pub(crate) fn debug_release_leftovers(&mut self) {
-        let Some(state) = self.debug.as_mut() else {
-            return;
-        };
-        let live: Vec<(NonNull<u8>, Layout)> = state.live.drain().map(|(_, v)| v).collect();
-        for (ptr, layout) in live {
+    // ----------------------------------------------------------------------------------------
+    // Layer 3 in debug mode: slots out of band
+
+    /// The debug mode's pop of a slot: the most recently pushed one, checked, or a fresh block.
+    pub(crate) fn pop_slot(
+        &mut self,
+        raw: &mut RawHeap,
+        lists: &mut FreeLists,
+        id: usize,
+        spec: &ListSpec,
+        gate: &Gate,
+    ) -> Result<NonNull<u8>, DebugError> {
+        let list = lists.list(id, spec)?;
+        if let Some(&slot) = list.out_of_band().last() {
+            // SAFETY: a resting slot is a live debug block of the slot layout.
+            unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+            list.pop_out_of_band();
+            valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
+            return Ok(slot);
+        }
+        list.record_miss();
+        Ok(self.allocate(raw, spec.slot_layout, gate)?.cast())
+    }
+
+    /// The debug mode's push of a slot: checked to be a live block of this heap not on its
+    /// list already, then poisoned and kept, or freed when the list is full.
+    pub(crate) fn push_slot(
+        &mut self,
+        raw: &mut RawHeap,
+        lists: &mut FreeLists,
+        id: usize,
+        spec: &ListSpec,
+        slot: NonNull<u8>,
+        gate: &Gate,
+    ) -> Result<(), DebugError> {
+        let list = lists.list(id, spec)?;
+        if list.holds_out_of_band(slot) {
+            return Err(Misuse::DoubleFreeSlot {
+                ptr: slot,
+                list: spec.name,
+            }
+            .into());
+        }
+        self.check_live(slot, spec.slot_layout)?;
+        if list.push_out_of_band(slot).unwrap_or(false) {
+            let len = spec.slot_layout.size();
+            // SAFETY: a live block of `len` bytes whose value was dropped.
+            unsafe { slot.as_ptr().write_bytes(FREED_BYTE, len) };
+            valgrind::make_noaccess(slot.as_ptr(), len);
+            return Ok(());
+        }
+        Ok(self.deallocate(raw, slot, spec.slot_layout, gate)?)
+    }
+
+    /// Takes every slot off every list, checking each, and frees them. Returns how many.
+    pub(crate) fn drain_slots(
+        &mut self,
+        raw: &mut RawHeap,
+        lists: &mut FreeLists,
+        gate: &Gate,
+    ) -> Result<usize, Misuse> {
+        let mut count = 0;
+        for list in lists.lists_mut() {
+            let spec = *list.spec();
+            while let Some(&slot) = list.out_of_band().last() {
+                // SAFETY: a resting slot is a live debug block of the slot layout.
+                unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+                list.drain_one();
+                self.deallocate(raw, slot, spec.slot_layout, gate)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sets the capacity of a list, checking and freeing the slots beyond it.
+    pub(crate) fn set_capacity(
+        &mut self,
+        raw: &mut RawHeap,
+        lists: &mut FreeLists,
+        id: usize,
+        spec: &ListSpec,
+        capacity: u32,
+        gate: &Gate,
+    ) -> Result<(), DebugError> {
+        // Out of band, the list's capacity is the only bound: shrink it, then take off the
+        // slots beyond it, checking each.
+        let disabled = lists.disabled();
+        let list = lists.list(id, spec)?;
+        if disabled {
+            return Ok(());
+        }
+        list.set_capacity_only(capacity);
+        while list.stats().len > capacity as usize {
+            let slot = *list.out_of_band().last().expect("len counts the slots");
+            // SAFETY: a resting slot is a live debug block of the slot layout.
+            unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+            list.drain_one();
+            self.deallocate(raw, slot, spec.slot_layout, gate)?;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Walks
+
+    /// Blocks and bytes (inner blocks) waiting in the quarantine: system memory the heap still
+    /// holds for blocks its users have freed.
+    pub(crate) fn quarantined(&self) -> (usize, usize) {
+        (self.quarantine.len(), self.quarantine_bytes)
+    }
+
+    /// The debug part of `check()`: every live block's guards, every quarantined block's and
+    /// every resting slot's fill.
+    pub(crate) fn check(&self, lists: &FreeLists) -> Result<(), String> {
+        let err = |m: Misuse| m.to_string();
+        for &(ptr, layout) in self.live.values() {
+            Self::check_guards(ptr, layout).map_err(err)?;
+        }
+        for &(ptr, layout) in &self.quarantine {
+            let inner = inner_layout(layout).expect("quarantined layouts have an inner layout");
+            // SAFETY: a quarantined inner block, still ours.
+            unsafe { check_freed(Freed::Memory, inner_of(ptr, layout), inner.size(), 0) }
+                .map_err(err)?;
+        }
+        let mut resting = HashSet::new();
+        for list in lists.created() {
+            let spec = list.spec();
+            for &slot in list.out_of_band() {
+                if !resting.insert(slot) || !self.live.contains_key(&slot.as_ptr().addr()) {
+                    return Err(format!(
+                        "pyalloc debug: slot {slot:p} of the {} free list is not a live block \
+                         resting once",
+                        spec.name
+                    ));
+                }
+                // SAFETY: a resting slot is a live debug block of the slot layout.
+                unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0) }
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the system blocks still live or quarantined when the heap is dropped (pool blocks
+    /// go with their arenas). Only the debug mode knows them: it records every block.
+    pub(crate) fn release_leftovers(&mut self, raw: &mut RawHeap) {
+        let quarantined = self.quarantine.drain(..);
+        for (ptr, layout) in self.live.drain().map(|(_, v)| v).chain(quarantined) {
             let inner = inner_layout(layout).expect("recorded layouts have an inner layout");
             if !is_small(inner) {
                 // SAFETY: the heap is being dropped, so nothing can use the block any more; it
-                // is a live system block allocated with `inner`.
-                unsafe { self.deallocate_large(inner_of(ptr, layout), inner) };
+                // is a system block allocated with `inner`.
+                unsafe { raw.deallocate_large(inner_of(ptr, layout), inner) };
             }
         }
-    }
-
-    /// The debug part of [`check`](RawHeap::check): every live block's guards are intact.
-    pub(crate) fn debug_check(&self) -> Result<(), String> {
-        let Some(state) = self.debug.as_ref() else {
-            return Ok(());
-        };
-        for &(ptr, layout) in state.live.values() {
-            Self::check_guards(ptr, layout)?;
-        }
-        Ok(())
+        self.quarantine_bytes = 0;
     }
 }

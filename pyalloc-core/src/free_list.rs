@@ -9,17 +9,32 @@
 //! Here every free list is identified by a process-wide number, [`FreeListId`], assigned on
 //! first use. A type gets one through [`FreeListed`] (normally derived); a runtime that needs
 //! lists keyed by more than the type (one per tuple length) makes [`FreeListKey`]s. Each heap
-//! holds its own lists in a vector indexed by that number, created lazily, so two heaps never
-//! share slots and the hit path is an index, a pop and no call into layer 2.
+//! holds its own lists in a table indexed by that number, created lazily, so two heaps never
+//! share slots and the hit path is an index, a pop and no call into layer 2. What the lists
+//! give back goes straight to layer 2 ([`RawHeap`]): clearing or shrinking them allocates
+//! nothing.
 //!
-//! A slot's first word holds the link while it is on a list: slots are at least one pointer
-//! wide and pointer-aligned ([`slot_layout`]).
+//! A slot's first word holds the link while it is on a list ([`link`](crate::link)): slots are
+//! at least one pointer wide and pointer-aligned ([`ListSpec::slot_layout`]). The debug mode
+//! keeps its lists *out of band* instead ([`FreeList::push_out_of_band`]), so that every byte
+//! of a resting slot can hold the freed pattern and be checked.
+//!
+//! ## Invariants (checked by [`FreeLists::check`])
+//! ```text
+//! len <= capacity <= MAX_FREE_LIST_CAPACITY
+//! len == #slots chained from head (intrusive)  or  len == out_of_band.len() (debug mode)
+//! hits == pushes - len - drained
+//! ```
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::debug;
+use allocator_api2::alloc::AllocError;
+
+use crate::gate::Gate;
+use crate::link;
+use crate::raw::RawHeap;
 use crate::valgrind;
 
 /// The largest capacity a free list may have. CPython's largest is the tuple list's 2000; a
@@ -40,7 +55,10 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 fn fresh_id() -> u32 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    assert!(id < u32::MAX - 1, "pyalloc: out of free-list identifiers");
+    assert!(
+        id < FreeListId::UNASSIGNED,
+        "pyalloc: out of free-list identifiers"
+    );
     id
 }
 
@@ -52,9 +70,9 @@ impl FreeListId {
     }
 
     /// The stored value of an identifier not yet assigned: a number no list ever gets
-    /// (`fresh_id` stops below it), so the hit path compares with a constant and uses the
-    /// stored value as it is.
-    const UNASSIGNED: u32 = u32::MAX;
+    /// (`fresh_id` stops below it) and no table reaches, so the hit paths use the stored value
+    /// as it is: an unassigned id fails their bounds check and takes the slow path.
+    pub(crate) const UNASSIGNED: u32 = u32::MAX;
 
     /// This kind's number (an index into each heap's table of free lists).
     #[inline(always)]
@@ -64,6 +82,13 @@ impl FreeListId {
             return stored as usize;
         }
         self.assign()
+    }
+
+    /// The stored number, which may still be [`UNASSIGNED`](Self::UNASSIGNED): for the hit
+    /// paths, whose bounds check rejects it.
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> usize {
+        self.0.load(Ordering::Relaxed) as usize
     }
 
     #[cold]
@@ -79,6 +104,44 @@ impl FreeListId {
             Ok(_) => fresh as usize,
             Err(winner) => winner as usize,
         }
+    }
+}
+
+/// How the hit paths name a list: by its stored number (which an unassigned [`FreeListId`]
+/// keeps at [`FreeListId::UNASSIGNED`], out of every table's range) and, on the slow path, by
+/// its assigned number. Generic so each path is compiled for typed and keyed lists alike.
+pub(crate) trait ListIdentity: Copy {
+    /// The number as stored: an index the table may not hold.
+    fn raw(self) -> usize;
+    /// The number, assigned if it was not yet.
+    fn resolve(self) -> usize;
+}
+
+impl ListIdentity for &'static FreeListId {
+    #[inline(always)]
+    fn raw(self) -> usize {
+        FreeListId::raw(self)
+    }
+
+    #[inline]
+    fn resolve(self) -> usize {
+        self.get()
+    }
+}
+
+/// A keyed list's number, assigned when the key was made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyId(pub(crate) u32);
+
+impl ListIdentity for KeyId {
+    #[inline(always)]
+    fn raw(self) -> usize {
+        self.0 as usize
+    }
+
+    #[inline(always)]
+    fn resolve(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -134,9 +197,10 @@ impl FreeListKey {
     ///
     /// If `capacity` exceeds [`MAX_FREE_LIST_CAPACITY`].
     pub fn new(name: &'static str, layout: Layout, capacity: usize) -> Self {
+        let spec = ListSpec::new(name, layout, capacity);
         FreeListKey {
             id: fresh_id(),
-            spec: ListSpec::new(name, layout, capacity),
+            spec,
         }
     }
 
@@ -152,10 +216,13 @@ impl FreeListKey {
 }
 
 /// What a heap needs to create a list the first time it sees its id.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ListSpec {
     pub(crate) name: &'static str,
+    /// The layout of the values the slots hold.
     pub(crate) value_layout: Layout,
+    /// The layout of a slot: room and alignment for the link too.
+    pub(crate) slot_layout: Layout,
     pub(crate) capacity: u32,
 }
 
@@ -168,6 +235,7 @@ impl ListSpec {
         ListSpec {
             name,
             value_layout,
+            slot_layout: Self::slot_layout_of(value_layout),
             capacity: capacity as u32,
         }
     }
@@ -176,25 +244,25 @@ impl ListSpec {
     pub(crate) const fn of<T: FreeListed>() -> Self {
         Self::new(T::NAME, Layout::new::<T>(), T::CAPACITY)
     }
-}
 
-/// The layout of a slot holding a value of `value`: room and alignment for the link too.
-/// Zero-sized values still get a slot-sized layout here; [`Pooled`](crate::Pooled) never
-/// allocates for them.
-pub(crate) const fn slot_layout(value: Layout) -> Layout {
-    let size = if value.size() > size_of::<usize>() {
-        value.size()
-    } else {
-        size_of::<usize>()
-    };
-    let align = if value.align() > align_of::<usize>() {
-        value.align()
-    } else {
-        align_of::<usize>()
-    };
-    match Layout::from_size_align(size, align) {
-        Ok(layout) => layout,
-        Err(_) => panic!("slot layout overflow"),
+    /// The layout of a slot holding a value of `value`: at least a pointer wide and aligned.
+    /// Zero-sized values still get a slot-sized layout here; [`Pooled`](crate::Pooled) never
+    /// allocates for them.
+    const fn slot_layout_of(value: Layout) -> Layout {
+        let size = if value.size() > size_of::<usize>() {
+            value.size()
+        } else {
+            size_of::<usize>()
+        };
+        let align = if value.align() > align_of::<usize>() {
+            value.align()
+        } else {
+            align_of::<usize>()
+        };
+        match Layout::from_size_align(size, align) {
+            Ok(layout) => layout,
+            Err(_) => panic!("slot layout overflow"),
+        }
     }
 }
 
@@ -218,14 +286,16 @@ pub struct FreeListStats {
 /// One free list in one heap.
 #[derive(Debug)]
 pub(crate) struct FreeList {
-    /// Most recently freed slot; its first word links to the next.
+    /// Most recently freed slot; its first word links to the next. Null out of band.
     head: *mut u8,
     len: u32,
-    /// The most slots kept; 0 for a list not created yet (so the fast paths need no
-    /// "created?" test: an unknown id always misses or overflows into the slow path).
+    /// The most slots kept; 0 for a list not created yet, so the hit paths need no "created?"
+    /// test: an unseen id always misses or overflows into the slow path.
     capacity: u32,
     /// Set when the heap first sees the id.
-    pub(crate) spec: Option<ListSpec>,
+    spec: Option<ListSpec>,
+    /// The debug mode's slots, out of band (the slots themselves hold only the freed pattern).
+    out_of_band: Vec<NonNull<u8>>,
     /// Slots taken off the list without being handed out (evicted by a smaller capacity,
     /// or cleared). Hits are not counted on the hit path: they are `pushes - len - drained`.
     drained: u64,
@@ -240,20 +310,31 @@ impl FreeList {
         len: 0,
         capacity: 0,
         spec: None,
+        out_of_band: Vec::new(),
         drained: 0,
         misses: 0,
         pushes: 0,
         overflows: 0,
     };
 
+    /// The list's spec (every list the heap hands out is created).
+    pub(crate) fn spec(&self) -> &ListSpec {
+        self.spec.as_ref().expect("a created list")
+    }
+
+    /// The bytes of one slot (0 for an uncreated list, which holds none).
+    #[inline(always)]
+    fn slot_len(&self) -> usize {
+        self.spec.map_or(0, |s| s.slot_layout.size())
+    }
+
     /// Pops the most recently freed slot.
     #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
+    fn pop(&mut self) -> Option<NonNull<u8>> {
         let slot = NonNull::new(self.head)?;
-        valgrind::make_defined(slot.as_ptr(), valgrind::LINK);
         // SAFETY: a slot on the list holds the link to the next in its first word.
-        self.head = unsafe { slot.as_ptr().cast::<*mut u8>().read() };
-        valgrind::slot_popped(slot.as_ptr(), &self.spec);
+        self.head = unsafe { link::read(slot.as_ptr()) };
+        valgrind::slot_popped(slot.as_ptr(), self.slot_len());
         self.len -= 1;
         Some(slot)
     }
@@ -265,36 +346,64 @@ impl FreeList {
     /// `slot` has this list's slot layout, belongs to the same heap, holds no live value, and
     /// is not on any list.
     #[inline(always)]
-    pub(crate) unsafe fn try_push(&mut self, slot: NonNull<u8>) -> bool {
+    unsafe fn try_push(&mut self, slot: NonNull<u8>) -> bool {
         if self.len >= self.capacity {
             return false;
         }
-        // SAFETY: the slot is at least a pointer wide and pointer-aligned (`slot_layout`) and
-        // holds nothing live.
-        unsafe { slot.as_ptr().cast::<*mut u8>().write(self.head) };
-        valgrind::slot_pushed(slot.as_ptr(), &self.spec);
+        // SAFETY: the slot is at least a pointer wide and pointer-aligned (its slot layout)
+        // and holds nothing live.
+        unsafe { link::write(slot.as_ptr(), self.head) };
+        valgrind::slot_pushed(slot.as_ptr(), self.slot_len());
         self.head = slot.as_ptr();
         self.len += 1;
         self.pushes += 1;
         true
     }
 
-    /// Panics if `slot` is already on this list: a double free in debug mode.
-    fn debug_check_absent(&self, slot: NonNull<u8>) {
-        let mut at = self.head;
-        while !at.is_null() {
-            if at == slot.as_ptr() {
-                panic!(
-                    "pyalloc debug: double free: slot {slot:p} is already on the {} free list",
-                    self.spec.map_or("?", |s| s.name)
-                );
-            }
-            valgrind::make_defined(at, valgrind::LINK);
-            let next = at;
-            // SAFETY: slots on the list hold the link to the next in their first word.
-            at = unsafe { at.cast::<*mut u8>().read() };
-            valgrind::make_noaccess(next, valgrind::LINK);
+    /// The debug mode's push: keeps the slot out of band if the list has room.
+    pub(crate) fn push_out_of_band(&mut self, slot: NonNull<u8>) -> Result<bool, AllocError> {
+        if self.len >= self.capacity {
+            self.overflows += 1;
+            return Ok(false);
         }
+        self.out_of_band.try_reserve(1).map_err(|_| AllocError)?;
+        self.out_of_band.push(slot);
+        self.len += 1;
+        self.pushes += 1;
+        Ok(true)
+    }
+
+    /// The debug mode's pop.
+    pub(crate) fn pop_out_of_band(&mut self) -> Option<NonNull<u8>> {
+        let slot = self.out_of_band.pop()?;
+        self.len -= 1;
+        Some(slot)
+    }
+
+    /// Whether `slot` rests on this list out of band.
+    pub(crate) fn holds_out_of_band(&self, slot: NonNull<u8>) -> bool {
+        self.out_of_band.contains(&slot)
+    }
+
+    /// The slots resting out of band.
+    pub(crate) fn out_of_band(&self) -> &[NonNull<u8>] {
+        &self.out_of_band
+    }
+
+    /// Sets the capacity without touching the slots: the caller takes off those beyond it.
+    pub(crate) fn set_capacity_only(&mut self, capacity: u32) {
+        self.capacity = capacity;
+    }
+
+    /// Takes one slot off the list without handing it out (an eviction or a clearing).
+    pub(crate) fn drain_one(&mut self) -> Option<NonNull<u8>> {
+        let slot = self.pop().or_else(|| self.pop_out_of_band())?;
+        self.drained += 1;
+        Some(slot)
+    }
+
+    pub(crate) fn record_miss(&mut self) {
+        self.misses += 1;
     }
 
     pub(crate) fn stats(&self) -> FreeListStats {
@@ -310,60 +419,56 @@ impl FreeList {
 }
 
 /// Every free list of one heap, indexed by [`FreeListId`] number.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FreeLists {
-    /// The lists the hit paths use. Always empty in debug mode, so the hit paths always miss
-    /// and every operation takes the slow path, which poisons and checks slots.
+    /// Indexed by id; [`FreeList::UNCREATED`] for an id this heap has not seen.
     lists: Vec<FreeList>,
-    /// The lists of a debug-mode heap.
-    debug_lists: Vec<FreeList>,
-    /// `true` when the heap's config disables free lists: lists are created with capacity 0.
+    /// `true` when the heap's config disables free lists: lists are created with capacity 0,
+    /// and stay so.
     disabled: bool,
-    /// The heap's debug mode.
-    debug: bool,
 }
 
 impl FreeLists {
-    pub(crate) fn new(disabled: bool, debug: bool) -> Self {
+    pub(crate) fn new(disabled: bool) -> Self {
         FreeLists {
+            lists: Vec::new(),
             disabled,
-            debug,
-            ..FreeLists::default()
         }
     }
 
-    /// The vector that holds the lists: the hit paths' one, or the debug mode's.
-    fn store(&mut self) -> &mut Vec<FreeList> {
-        if self.debug {
-            &mut self.debug_lists
+    /// Whether the heap's configuration disables free lists (every list keeps capacity 0).
+    pub(crate) fn disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// The capacity a list of `spec` has in this heap when created.
+    pub(crate) fn initial_capacity(&self, spec: &ListSpec) -> u32 {
+        if self.disabled {
+            0
         } else {
-            &mut self.lists
+            spec.capacity
         }
     }
 
-    fn store_ref(&self) -> &Vec<FreeList> {
-        if self.debug {
-            &self.debug_lists
-        } else {
-            &self.lists
+    /// The figures of list `id`: zeros and the capacity it will have for a list this heap has
+    /// not seen.
+    pub(crate) fn stats(&self, id: usize, spec: &ListSpec) -> FreeListStats {
+        match self.lists.get(id) {
+            Some(list) if list.spec.is_some() => list.stats(),
+            _ => FreeListStats {
+                capacity: self.initial_capacity(spec) as usize,
+                ..FreeListStats::default()
+            },
         }
     }
 
-    /// The figures of list `id` (zero for a list this heap has not seen).
-    pub(crate) fn stats(&self, id: usize) -> FreeListStats {
-        self.store_ref()
-            .get(id)
-            .map(FreeList::stats)
-            .unwrap_or_default()
+    /// Every list this heap has seen.
+    pub(crate) fn created(&self) -> impl Iterator<Item = &FreeList> + '_ {
+        self.lists.iter().filter(|l| l.spec.is_some())
     }
 
-    /// The specs of every list this heap has seen, with their figures.
-    pub(crate) fn created(&self) -> impl Iterator<Item = (ListSpec, FreeListStats)> + '_ {
-        self.store_ref()
-            .iter()
-            .filter_map(|l| l.spec.map(|s| (s, l.stats())))
-    }
-    /// The hit path: pops a slot of list `id`, if it exists and has one.
+    /// The hit path: pops a slot of list `id`, if it exists and has one. An unassigned id
+    /// ([`FreeListId::UNASSIGNED`]) is out of the table's range.
     #[inline(always)]
     pub(crate) fn pop(&mut self, id: usize) -> Option<NonNull<u8>> {
         self.lists.get_mut(id)?.pop()
@@ -384,150 +489,143 @@ impl FreeLists {
     }
 
     /// The list for `id`, created from `spec` if the heap has not seen it yet.
-    pub(crate) fn list(&mut self, id: usize, spec: &ListSpec) -> &mut FreeList {
-        let capacity = if self.disabled { 0 } else { spec.capacity };
-        let store = self.store();
-        if id >= store.len() {
-            store.resize_with(id + 1, || FreeList::UNCREATED);
+    pub(crate) fn list(&mut self, id: usize, spec: &ListSpec) -> Result<&mut FreeList, AllocError> {
+        if id >= self.lists.len() {
+            let more = id + 1 - self.lists.len();
+            self.lists.try_reserve(more).map_err(|_| AllocError)?;
+            self.lists.resize_with(id + 1, || FreeList::UNCREATED);
         }
-        let list = &mut store[id];
+        let capacity = self.initial_capacity(spec);
+        let list = &mut self.lists[id];
         if list.spec.is_none() {
             list.spec = Some(*spec);
             list.capacity = capacity;
         }
         debug_assert_eq!(list.spec.map(|s| s.value_layout), Some(spec.value_layout));
-        list
+        Ok(list)
     }
 
-    /// Records a miss (the pop path found nothing) on list `id`.
-    pub(crate) fn record_miss(&mut self, id: usize, spec: &ListSpec) {
-        self.list(id, spec).misses += 1;
+    /// The slow pop: creates the list if needed and pops, or records a miss and takes a block
+    /// from layer 2.
+    pub(crate) fn pop_or_allocate(
+        &mut self,
+        raw: &mut RawHeap,
+        id: usize,
+        spec: &ListSpec,
+        gate: &Gate,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let list = self.list(id, spec)?;
+        if let Some(slot) = list.pop() {
+            return Ok(slot);
+        }
+        list.record_miss();
+        Ok(raw.allocate(spec.slot_layout, gate)?.cast())
     }
 
-    /// The slow push path: creates the list if needed and tries again; on a full list records
-    /// the overflow. Returns whether the slot was kept.
+    /// The slow push: creates the list if needed and pushes, or records an overflow and frees
+    /// the slot to layer 2.
     ///
     /// # Safety
     ///
-    /// As [`FreeList::try_push`], for a slot of `slot_layout(spec.value_layout)`.
-    pub(crate) unsafe fn push_or_overflow(
+    /// `slot` is a block of `raw` with `spec`'s slot layout, holding nothing live.
+    pub(crate) unsafe fn push_or_free(
         &mut self,
+        raw: &mut RawHeap,
         id: usize,
         spec: &ListSpec,
         slot: NonNull<u8>,
-    ) -> bool {
-        let debug = self.debug;
-        let list = self.list(id, spec);
-        if debug {
-            list.debug_check_absent(slot);
-        }
-        // SAFETY: forwarded contract; the list was created with this spec.
-        if unsafe { list.try_push(slot) } {
-            if debug {
-                valgrind::make_undefined(slot.as_ptr(), slot_layout(spec.value_layout).size());
-                // SAFETY: the slot is `slot_layout` bytes and holds nothing live.
-                unsafe { debug::poison(slot.as_ptr(), slot_layout(spec.value_layout).size()) };
-                valgrind::make_noaccess(slot.as_ptr(), slot_layout(spec.value_layout).size());
+        gate: &Gate,
+    ) {
+        if let Ok(list) = self.list(id, spec) {
+            // SAFETY: the caller's contract; the list was created with this spec.
+            if unsafe { list.try_push(slot) } {
+                return;
             }
-            return true;
+            list.overflows += 1;
         }
-        list.overflows += 1;
-        false
+        // SAFETY: the caller's contract: a block of `raw` with this layout.
+        unsafe { raw.deallocate(slot, spec.slot_layout, gate) };
     }
 
-    /// Verifies every list: its chain is as long as `len`, within capacity, without a cycle,
-    /// and (in debug mode) every slot still holds the freed pattern.
+    /// Sets one list's capacity and frees the slots beyond it to layer 2. A heap whose free
+    /// lists are disabled keeps every list at 0 (the configuration wins).
+    pub(crate) fn set_capacity(
+        &mut self,
+        raw: &mut RawHeap,
+        id: usize,
+        spec: &ListSpec,
+        capacity: u32,
+        gate: &Gate,
+    ) -> Result<(), AllocError> {
+        let disabled = self.disabled;
+        let list = self.list(id, spec)?;
+        if disabled {
+            return Ok(());
+        }
+        list.set_capacity_only(capacity);
+        while list.len > list.capacity {
+            let slot = list.drain_one().expect("len counts the slots");
+            // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
+            unsafe { raw.deallocate(slot, spec.slot_layout, gate) };
+        }
+        Ok(())
+    }
+
+    /// Empties every list, freeing the slots to layer 2. Returns the number of slots freed.
+    pub(crate) fn drain_all(&mut self, raw: &mut RawHeap, gate: &Gate) -> usize {
+        let mut count = 0;
+        for list in self.lists_mut() {
+            let layout = list.spec().slot_layout;
+            while let Some(slot) = list.drain_one() {
+                // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
+                unsafe { raw.deallocate(slot, layout, gate) };
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Every list, mutably, for the debug mode.
+    pub(crate) fn lists_mut(&mut self) -> impl Iterator<Item = &mut FreeList> + '_ {
+        self.lists.iter_mut().filter(|l| l.spec.is_some())
+    }
+
+    /// Verifies every list: its chain is as long as `len`, within capacity, without a cycle.
     pub(crate) fn check(&self) -> Result<(), String> {
-        for list in self.store_ref() {
-            let Some(spec) = list.spec else { continue };
-            if list.len > list.capacity {
+        for list in self.created() {
+            let name = list.spec().name;
+            if list.len > list.capacity || list.capacity as usize > MAX_FREE_LIST_CAPACITY {
                 return Err(format!(
-                    "free list {}: {} slots over capacity {}",
-                    spec.name, list.len, list.capacity
+                    "free list {name}: {} slots, capacity {}",
+                    list.len, list.capacity
                 ));
             }
-            let mut count = 0u32;
+            let mut count = list.out_of_band.len() as u32;
+            if count > 0 && !list.head.is_null() {
+                return Err(format!(
+                    "free list {name}: slots both chained and out of band"
+                ));
+            }
             let mut at = list.head;
             while !at.is_null() {
                 count += 1;
                 if count > list.len {
                     return Err(format!(
-                        "free list {}: chain longer than its length {} (a cycle?)",
-                        spec.name, list.len
+                        "free list {name}: chain longer than its length {} (a cycle?)",
+                        list.len
                     ));
                 }
-                valgrind::make_defined(at, slot_layout(spec.value_layout).size());
-                if self.debug {
-                    let size = slot_layout(spec.value_layout).size();
-                    // SAFETY: slots on the list are `size` bytes, poisoned when pushed.
-                    let poisoned = unsafe { debug::is_poisoned(at, size) };
-                    if !poisoned {
-                        return Err(format!(
-                            "pyalloc debug: write after free: slot {at:p} of the {} free list \
-                             was modified while on the list",
-                            spec.name
-                        ));
-                    }
-                }
-                let slot = at;
                 // SAFETY: slots on the list hold the link to the next in their first word.
-                at = unsafe { at.cast::<*mut u8>().read() };
-                valgrind::make_noaccess(slot, slot_layout(spec.value_layout).size());
+                at = unsafe { link::read(at) };
             }
             if count != list.len {
                 return Err(format!(
-                    "free list {}: {count} slots chained, length says {}",
-                    spec.name, list.len
+                    "free list {name}: {count} slots chained, length says {}",
+                    list.len
                 ));
             }
         }
         Ok(())
-    }
-
-    /// The debug mode's pop: checks that the slot was not written while on the list.
-    pub(crate) fn debug_pop(&mut self, id: usize, spec: &ListSpec) -> Option<NonNull<u8>> {
-        let slot = self.list(id, spec).pop()?;
-        valgrind::make_defined(slot.as_ptr(), slot_layout(spec.value_layout).size());
-        let size = slot_layout(spec.value_layout).size();
-        let what = format_args!("slot of the {} free list", spec.name);
-        // SAFETY: the slot is `size` bytes, poisoned when pushed.
-        unsafe { debug::check_poison(slot.as_ptr(), size, what) };
-        Some(slot)
-    }
-
-    /// Changes one list's capacity; returns the slots that no longer fit, to be freed.
-    pub(crate) fn set_capacity(
-        &mut self,
-        id: usize,
-        spec: &ListSpec,
-        capacity: usize,
-    ) -> Vec<NonNull<u8>> {
-        assert!(
-            capacity <= MAX_FREE_LIST_CAPACITY,
-            "free-list capacity {capacity} exceeds MAX_FREE_LIST_CAPACITY"
-        );
-        let list = self.list(id, spec);
-        list.capacity = capacity as u32;
-        let mut evicted = Vec::new();
-        while list.len > list.capacity {
-            let slot = list.pop().expect("len counts the slots");
-            list.drained += 1; // an eviction is not a hit
-            evicted.push(slot);
-        }
-        evicted
-    }
-
-    /// Empties every list; returns each slot with its value layout, to be freed to layer 2.
-    pub(crate) fn drain_all(&mut self) -> Vec<(NonNull<u8>, Layout)> {
-        let mut slots = Vec::new();
-        for list in self.store() {
-            let Some(spec) = list.spec else { continue };
-            while let Some(slot) = list.pop() {
-                list.drained += 1; // a clearing is not a hit
-                slots.push((slot, slot_layout(spec.value_layout)));
-            }
-        }
-        slots
     }
 }
 
@@ -539,23 +637,26 @@ mod tests {
     fn ids_are_distinct_and_stable() {
         static A: FreeListId = FreeListId::new();
         static B: FreeListId = FreeListId::new();
+        assert_eq!(A.raw(), FreeListId::UNASSIGNED as usize);
         let a = A.get();
         assert_eq!(A.get(), a);
+        assert_eq!(A.raw(), a);
         assert_ne!(B.get(), a);
     }
 
     #[test]
     fn slot_layout_fits_the_link() {
-        assert_eq!(slot_layout(Layout::new::<u8>()), Layout::new::<usize>());
-        assert_eq!(slot_layout(Layout::new::<()>()).size(), size_of::<usize>());
+        let slot = |l| ListSpec::new("t", l, 1).slot_layout;
+        assert_eq!(slot(Layout::new::<u8>()), Layout::new::<usize>());
+        assert_eq!(slot(Layout::new::<()>()).size(), size_of::<usize>());
         let big = Layout::from_size_align(100, 32).unwrap();
-        assert_eq!(slot_layout(big), big);
+        assert_eq!(slot(big), big);
     }
 
     #[test]
     fn list_is_lifo_and_bounded() {
         let spec = ListSpec::new("t", Layout::new::<u64>(), 2);
-        let mut lists = FreeLists::default();
+        let mut lists = FreeLists::new(false);
         let mut slots = [[0usize; 1]; 3];
         let ptrs: Vec<NonNull<u8>> = slots
             .iter_mut()
@@ -564,14 +665,25 @@ mod tests {
         // SAFETY: the slots are pointer-sized, aligned, and owned by this test.
         unsafe {
             assert!(!lists.try_push(7, ptrs[0]), "uncreated list takes nothing");
-            assert!(lists.push_or_overflow(7, &spec, ptrs[0]));
+            assert!(!lists.try_push(FreeListId::UNASSIGNED as usize, ptrs[0]));
+            let list = lists.list(7, &spec).unwrap();
+            assert!(list.try_push(ptrs[0]));
             assert!(lists.try_push(7, ptrs[1]));
-            assert!(!lists.push_or_overflow(7, &spec, ptrs[2]));
+            assert!(!lists.try_push(7, ptrs[2]), "full");
         }
         assert_eq!(lists.pop(7), Some(ptrs[1]));
         assert_eq!(lists.pop(7), Some(ptrs[0]));
         assert_eq!(lists.pop(7), None);
-        let s = lists.stats(7);
-        assert_eq!((s.hits, s.pushes, s.overflows, s.len), (2, 2, 1, 0));
+        assert_eq!(lists.pop(FreeListId::UNASSIGNED as usize), None);
+        let s = lists.stats(7, &spec);
+        assert_eq!((s.hits, s.pushes, s.len, s.capacity), (2, 2, 0, 2));
+        lists.check().unwrap();
+    }
+
+    #[test]
+    fn an_unseen_list_reports_its_declared_capacity() {
+        let spec = ListSpec::new("t", Layout::new::<u64>(), 33);
+        assert_eq!(FreeLists::new(false).stats(3, &spec).capacity, 33);
+        assert_eq!(FreeLists::new(true).stats(3, &spec).capacity, 0);
     }
 }

@@ -1,21 +1,39 @@
-//! The safe handle: [`Heap`], one pymalloc instance, and its `Allocator` implementation.
+//! The safe handle: [`Heap`], one pymalloc instance, its `Allocator` implementation, and the
+//! one way into its core.
 //!
-//! `Heap` wraps the raw layers in `UnsafeCell`s. It is `Send` but not `Sync`: like a CPython
-//! interpreter under its GIL, one thread uses it at a time, and everything allocated from it
-//! borrows it (`Box<T, &Heap>`, `Vec<T, &Heap>`, [`Pooled<T>`](crate::Pooled)), so the heap
-//! cannot be dropped or moved while any of it is live.
+//! `Heap` keeps its layers (the raw heap, the free lists, and in debug mode the debug layer) in
+//! one `UnsafeCell`, with the re-entrancy [`Gate`] beside it. It is `Send` but not `Sync`: like
+//! a CPython interpreter under its GIL, one thread uses it at a time, and everything allocated
+//! from it borrows it (`Box<T, &Heap>`, `Vec<T, &Heap>`, [`Pooled<T>`](crate::Pooled)), so the
+//! heap cannot be dropped or moved while any of it is live.
+//!
+//! ## The way in
+//! * The fast paths (a block of layer 2, a slot of layer 3) test the gate, borrow the core for
+//!   one list operation that calls nothing out and cannot panic, and return.
+//! * Everything else goes through [`Heap::enter`]: it refuses a re-entrant call (one made
+//!   while the core is borrowed, from a panic hook or an arena source), closes the gate, and
+//!   hands the closure the core. A debug-mode misuse comes back as data and becomes a panic
+//!   only after the gate has reopened, so a panic hook may use the heap.
+//! * A re-entrant free cannot be refused without losing the block, so it is deferred: kept
+//!   beside the core and done when the gate next opens.
 
 use core::alloc::Layout;
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::config::{ConfigError, HeapConfig};
-use crate::free_list::{slot_layout, FreeListKey, FreeListStats, FreeListed, FreeLists, ListSpec};
+use crate::config::{ConfigError, HeapConfig, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
+use crate::debug::{DebugError, DebugLayer, Misuse};
+use crate::free_list::{
+    FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId, ListIdentity, ListSpec,
+    MAX_FREE_LIST_CAPACITY,
+};
+use crate::gate::Gate;
 use crate::os::{default_source, ArenaSource};
-use crate::raw::RawHeap;
+use crate::raw::{slice, RawHeap};
+use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
 
 /// One instance of CPython's small-object allocator: arenas, pools, size classes, and per-type
@@ -63,16 +81,64 @@ use crate::stats::Stats;
 /// .unwrap();
 /// ```
 pub struct Heap {
-    raw: UnsafeCell<RawHeap>,
-    lists: UnsafeCell<FreeLists>,
+    core: UnsafeCell<Core>,
+    gate: Gate,
+    deferred: DeferredFrees,
     config: HeapConfig,
+}
+
+/// The layers behind the gate.
+struct Core {
+    raw: RawHeap,
+    lists: FreeLists,
+    /// The debug layer, when the heap was built in debug mode.
+    debug: Option<Box<DebugLayer>>,
 }
 
 // SAFETY: every pointer inside the heap points into memory the heap owns (its arenas, its
 // large blocks, its free-list slots) or into its own tables; the arena source is `Send`.
-// Moving the heap moves all of it. `Heap` is not `Sync` (the `UnsafeCell`s), so only the
-// thread that holds it uses it.
+// Moving the heap moves all of it. `Heap` is not `Sync` (the `UnsafeCell` and `Cell`s), so
+// only the thread that holds it uses it.
 unsafe impl Send for Heap {}
+
+/// A call that arrived while the heap's core was borrowed: from a panic hook that runs inside
+/// the heap, or from an arena source that calls back into its heap.
+#[derive(Clone, Copy, Debug)]
+struct Reentrant;
+
+impl fmt::Display for Reentrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "pyalloc: re-entrant call into a heap that is busy (from a panic hook, or an arena \
+             source calling back into its heap)",
+        )
+    }
+}
+
+/// A free put off until the gate opens: the block and the layout it was freed with.
+type DeferredFree = Option<(NonNull<u8>, Layout)>;
+
+/// Frees that arrived re-entrantly, done when the gate next opens. A fixed array beside the
+/// core: recording one must not allocate.
+#[derive(Debug, Default)]
+struct DeferredFrees {
+    frees: [Cell<DeferredFree>; 8],
+    /// Frees that found the array full: leaked, never aliased. Counted for `check()`.
+    leaked: Cell<usize>,
+}
+
+impl DeferredFrees {
+    fn push(&self, ptr: NonNull<u8>, layout: Layout) {
+        match self.frees.iter().find(|f| f.get().is_none()) {
+            Some(free) => free.set(Some((ptr, layout))),
+            None => self.leaked.set(self.leaked.get() + 1),
+        }
+    }
+
+    fn take(&self) -> DeferredFree {
+        self.frees.iter().find_map(Cell::take)
+    }
+}
 
 /// What [`Heap::trim`] gave back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +163,20 @@ impl fmt::Debug for Heap {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Panics with a misuse the debug mode caught, once the core is released.
+#[cold]
+#[inline(never)]
+fn misuse(misuse: Misuse) -> ! {
+    panic!("{misuse}")
+}
+
+/// Panics for a re-entrant call that has no error to return.
+#[cold]
+#[inline(never)]
+fn reentrant(Reentrant: Reentrant) -> ! {
+    panic!("{Reentrant}")
 }
 
 impl Heap {
@@ -125,9 +205,19 @@ impl Heap {
         source: Box<dyn ArenaSource + Send>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let fast_limit = if config.debug {
+            0
+        } else {
+            SMALL_REQUEST_THRESHOLD
+        };
         Ok(Heap {
-            raw: UnsafeCell::new(RawHeap::new(&config, source)),
-            lists: UnsafeCell::new(FreeLists::new(!config.free_lists, config.debug)),
+            core: UnsafeCell::new(Core {
+                raw: RawHeap::new(&config, source),
+                lists: FreeLists::new(!config.free_lists),
+                debug: config.debug.then(Box::default),
+            }),
+            gate: Gate::new(fast_limit),
+            deferred: DeferredFrees::default(),
             config,
         })
     }
@@ -137,68 +227,129 @@ impl Heap {
         &self.config
     }
 
-    /// The raw layers, for one call that does not re-enter the heap.
+    // ------------------------------------------------------------------------------------
+    // The way in
+
+    /// The core, for a fast path.
     ///
     /// # Safety
     ///
-    /// The returned reference must not outlive the caller's use, and no other reference to
-    /// the raw heap may exist meanwhile: true for any call that runs no user code, because
-    /// `Heap` is not `Sync` and no `RawHeap` method calls out of the crate (arena sources
-    /// promise not to re-enter the heap).
+    /// The gate is open (a fast-path test against it passed just now, with nothing run since),
+    /// and while the returned borrow lives the caller calls nothing out of the core except
+    /// through [`Gate::closed`], and does not panic.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
-    unsafe fn raw(&self) -> &mut RawHeap {
-        // SAFETY: see the function's contract.
-        unsafe { &mut *self.raw.get() }
+    unsafe fn core_fast(&self) -> &mut Core {
+        debug_assert!(!self.gate.is_closed());
+        // SAFETY: the gate is open, so no other borrow of the core exists (every borrow of it
+        // is either a fast path, which ends before anything can re-enter, or inside `enter`,
+        // which closes the gate); `Heap` is not `Sync`, so no other thread borrows it.
+        unsafe { &mut *self.core.get() }
     }
 
-    /// The free lists, under the same rule as [`raw`](Self::raw).
-    ///
-    /// # Safety
-    ///
-    /// As for [`raw`](Self::raw).
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn lists(&self) -> &mut FreeLists {
-        // SAFETY: see the function's contract.
-        unsafe { &mut *self.lists.get() }
+    /// The one way into the core for everything but the fast paths: refuses a re-entrant call,
+    /// and runs `f` with the gate closed. Frees deferred by re-entrant calls are done when the
+    /// gate opens again.
+    fn enter<R>(&self, f: impl FnOnce(&mut Core, &Gate) -> R) -> Result<R, Reentrant> {
+        if self.gate.is_closed() {
+            return Err(Reentrant);
+        }
+        let result = self.gate.closed(|| {
+            // SAFETY: the gate was open, so the core is not borrowed (see `core_fast`), and
+            // it stays closed while `f` runs, so every re-entrant call is refused above or
+            // kept off the fast paths.
+            let core = unsafe { &mut *self.core.get() };
+            f(core, &self.gate)
+        });
+        self.do_deferred_frees();
+        Ok(result)
     }
+
+    /// Frees what re-entrant calls deferred.
+    fn do_deferred_frees(&self) {
+        while let Some((ptr, layout)) = self.deferred.take() {
+            // SAFETY: a block of this heap, freed by its owner while the heap was busy.
+            unsafe { self.deallocate_slow(ptr, layout) };
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Figures, checks and trimming
 
     /// The statistics of `sys._debugmallocstats()`, derived by walking the heap now.
+    ///
+    /// # Panics
+    ///
+    /// When called re-entrantly (from a panic hook running inside this heap).
     pub fn stats(&self) -> Stats {
-        // SAFETY: reading the tables runs no user code; both borrows end before returning.
-        unsafe { Stats::collect(self.raw(), self.lists(), &self.config) }
+        self.enter(|core, _| {
+            let quarantined = core.debug.as_ref().map_or((0, 0), |d| d.quarantined());
+            Stats::collect(&core.raw, &core.lists, quarantined, &self.config)
+        })
+        .unwrap_or_else(|e| reentrant(e))
     }
 
     /// Verifies every internal invariant of layers 1–3: arena counts and bitmaps, the order
-    /// of usable arenas and `nfp2lasta`, each pool's header, free list and state against the
-    /// used-pool lists, each layer-3 list's chain and length, and in debug mode every guard
-    /// and every poisoned slot. O(heap size): for tests, fuzzing and debugging.
+    /// of usable arenas and `nfp2lasta`, the spares budget, each pool's header, free list and
+    /// state against the used-pool lists, each layer-3 list's chain and length, and in debug
+    /// mode every guard, every quarantined block and every resting slot. O(heap size): for
+    /// tests, fuzzing and debugging.
     ///
     /// Returns the first broken invariant, as a message naming the structure and address.
     pub fn check(&self) -> Result<(), String> {
-        // SAFETY: the walks run no user code.
-        unsafe {
-            self.raw().check()?;
-            self.lists().check()
+        let leaked = self.deferred.leaked.get();
+        if leaked > 0 {
+            return Err(format!(
+                "{leaked} frees arrived re-entrantly and were leaked"
+            ));
         }
+        self.enter(|core, _| {
+            core.raw.check()?;
+            core.lists.check()?;
+            match &core.debug {
+                Some(debug) => debug.check(&core.lists),
+                None => Ok(()),
+            }
+        })
+        .map_err(|e| e.to_string())?
     }
 
     /// Gives back to the OS everything that can go: empties the layer-3 free lists (their
     /// slots pin pools and arenas, exactly as CPython's float free list does), returns empty
     /// arenas beyond those kept, and hands the pages of every empty pool back to the OS
     /// (`madvise`) even inside arenas that still hold live blocks, which CPython cannot do.
+    /// Allocates nothing.
+    ///
+    /// # Panics
+    ///
+    /// When called re-entrantly, and in debug mode when a slot or a quarantined block was
+    /// written after it was freed.
     pub fn trim(&self) -> TrimReport {
-        let free_list_slots = self.clear_free_lists();
-        // SAFETY: no user code runs during the purge.
-        let raw = unsafe { self.raw() };
-        let before = raw.arenas.reclaimed;
-        raw.flush_cached_pool();
-        let bytes_purged = raw.arenas.purge_free_pools();
-        TrimReport {
-            free_list_slots,
-            arenas_released: (raw.arenas.reclaimed - before) as usize,
-            bytes_purged,
+        let result = self.enter(|core, gate| {
+            let slots = Self::drain_lists(core, gate)?;
+            if let Some(debug) = &mut core.debug {
+                debug.flush_quarantine(&mut core.raw)?;
+            }
+            let (arenas_released, bytes_purged) = core.raw.trim(gate);
+            Ok(TrimReport {
+                free_list_slots: slots,
+                arenas_released,
+                bytes_purged,
+            })
+        });
+        match result {
+            Ok(Ok(report)) => report,
+            Ok(Err(m)) => misuse(m),
+            Err(e) => reentrant(e),
+        }
+    }
+
+    /// Empties every free list into layer 2 (through the debug layer in debug mode).
+    fn drain_lists(core: &mut Core, gate: &Gate) -> Result<usize, Misuse> {
+        let Core { raw, lists, debug } = core;
+        match debug {
+            Some(debug) => debug.drain_slots(raw, lists, gate),
+            None => Ok(lists.drain_all(raw, gate)),
         }
     }
 
@@ -206,42 +357,46 @@ impl Heap {
     // Layer 3
 
     /// Empties every free list of this heap, freeing the slots to layer 2 (CPython's clearing
-    /// of free lists in `gc.collect()`). Returns the number of slots freed.
+    /// of free lists in `gc.collect()`). Returns the number of slots freed. Allocates nothing.
     pub fn clear_free_lists(&self) -> usize {
-        // SAFETY: draining runs no user code; the borrow ends at the semicolon.
-        let slots = unsafe { self.lists().drain_all() };
-        let count = slots.len();
-        for (slot, layout) in slots {
-            // SAFETY: each slot was allocated from this heap with its list's slot layout and
-            // holds no live value.
-            unsafe { self.raw().deallocate(slot, layout) };
+        match self.enter(Self::drain_lists) {
+            Ok(Ok(count)) => count,
+            Ok(Err(m)) => misuse(m),
+            Err(e) => reentrant(e),
         }
-        count
     }
 
-    /// The figures of `T`'s free list in this heap.
+    /// The figures of `T`'s free list in this heap (its declared capacity, and zeros, before
+    /// the heap first uses `T`).
     pub fn free_list_stats<T: FreeListed>(&self) -> FreeListStats {
-        self.stats_of(T::free_list_id().get())
+        self.stats_of(T::free_list_id().get(), &const { ListSpec::of::<T>() })
     }
 
     /// The figures of a keyed free list in this heap.
     pub fn free_list_stats_for(&self, key: &FreeListKey) -> FreeListStats {
-        self.stats_of(key.id as usize)
+        self.stats_of(key.id as usize, &key.spec)
     }
 
-    fn stats_of(&self, id: usize) -> FreeListStats {
-        // SAFETY: a read that runs no user code.
-        unsafe { self.lists() }.stats(id)
+    fn stats_of(&self, id: usize, spec: &ListSpec) -> FreeListStats {
+        self.enter(|core, _| core.lists.stats(id, spec))
+            .unwrap_or_else(|e| reentrant(e))
     }
 
     /// Sets how many slots `T`'s free list keeps in this heap (0 turns it off); slots beyond
-    /// the new capacity are freed to layer 2.
+    /// the new capacity are freed to layer 2. On a heap built with
+    /// [`free_lists(false)`](HeapConfig::free_lists) the configuration wins: every list stays
+    /// at capacity 0 and this does nothing.
     ///
     /// # Panics
     ///
-    /// If `capacity` exceeds [`MAX_FREE_LIST_CAPACITY`](crate::MAX_FREE_LIST_CAPACITY).
+    /// If `capacity` exceeds [`MAX_FREE_LIST_CAPACITY`](crate::MAX_FREE_LIST_CAPACITY)
+    /// (checked before the heap is touched).
     pub fn set_free_list_capacity<T: FreeListed>(&self, capacity: usize) {
-        self.set_capacity(T::free_list_id().get(), &ListSpec::of::<T>(), capacity);
+        self.set_capacity(
+            T::free_list_id().get(),
+            &const { ListSpec::of::<T>() },
+            capacity,
+        );
     }
 
     /// Sets how many slots a keyed free list keeps in this heap, like
@@ -251,12 +406,25 @@ impl Heap {
     }
 
     fn set_capacity(&self, id: usize, spec: &ListSpec, capacity: usize) {
-        // SAFETY: no user code runs; the borrow ends at the semicolon.
-        let evicted = unsafe { self.lists().set_capacity(id, spec, capacity) };
-        let layout = slot_layout(spec.value_layout);
-        for slot in evicted {
-            // SAFETY: evicted slots were allocated from this heap with this layout.
-            unsafe { self.raw().deallocate(slot, layout) };
+        assert!(
+            capacity <= MAX_FREE_LIST_CAPACITY,
+            "free-list capacity {capacity} exceeds MAX_FREE_LIST_CAPACITY"
+        );
+        let capacity = capacity as u32;
+        let result = self.enter(|core, gate| {
+            let Core { raw, lists, debug } = core;
+            match debug {
+                Some(debug) => debug.set_capacity(raw, lists, id, spec, capacity, gate),
+                None => lists
+                    .set_capacity(raw, id, spec, capacity, gate)
+                    .map_err(DebugError::from),
+            }
+        });
+        match result {
+            // Out of memory for the list table: the capacity stays as it was.
+            Ok(Ok(())) | Ok(Err(DebugError::OutOfMemory)) => {}
+            Ok(Err(DebugError::Misuse(m))) => misuse(m),
+            Err(e) => reentrant(e),
         }
     }
 
@@ -264,7 +432,7 @@ impl Heap {
     /// block from layer 2. The memory is uninitialised.
     #[inline]
     pub fn alloc_slot(&self, key: &FreeListKey) -> Result<NonNull<u8>, AllocError> {
-        self.pop_slot(key.id as usize, &key.spec)
+        self.pop_slot(KeyId(key.id), &key.spec)
     }
 
     /// Returns a slot to `key`'s free list, or to layer 2 when the list is full.
@@ -276,49 +444,67 @@ impl Heap {
     #[inline]
     pub unsafe fn free_slot(&self, key: &FreeListKey, slot: NonNull<u8>) {
         // SAFETY: forwarded contract.
-        unsafe { self.push_slot(key.id as usize, &key.spec, slot) }
+        unsafe { self.push_slot(KeyId(key.id), &key.spec, slot) }
     }
 
-    /// The typed and keyed pop: the hit path is a list pop; a miss goes to layer 2.
+    /// The typed and keyed pop: the hit path is a gate test and a list pop; a miss goes to the
+    /// slow path.
     #[inline(always)]
-    pub(crate) fn pop_slot(&self, id: usize, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
-        // SAFETY: popping runs no user code.
-        if let Some(slot) = unsafe { self.lists() }.pop(id) {
-            return Ok(slot);
+    pub(crate) fn pop_slot(
+        &self,
+        id: impl ListIdentity,
+        spec: &ListSpec,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if self.gate.fast_paths_open() {
+            // SAFETY: the gate is open; a list pop calls nothing out and cannot panic.
+            if let Some(slot) = unsafe { self.core_fast() }.lists.pop(id.raw()) {
+                return Ok(slot);
+            }
         }
-        self.pop_slot_miss(id, spec)
+        self.pop_slot_slow(id.resolve(), spec)
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_slot_miss(&self, id: usize, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
-        // SAFETY: no user code runs while either borrow lives.
-        unsafe {
-            if self.config.debug {
-                if let Some(slot) = self.lists().debug_pop(id, spec) {
-                    return Ok(slot);
-                }
+    fn pop_slot_slow(&self, id: usize, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
+        let result = self.enter(|core, gate| {
+            let Core { raw, lists, debug } = core;
+            match debug {
+                Some(debug) => debug.pop_slot(raw, lists, id, spec, gate),
+                None => lists
+                    .pop_or_allocate(raw, id, spec, gate)
+                    .map_err(DebugError::from),
             }
-            self.lists().record_miss(id, spec);
-            let block = self.raw().allocate(slot_layout(spec.value_layout))?;
-            Ok(block.cast())
+        });
+        match result {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
+            Ok(Err(DebugError::Misuse(m))) => misuse(m),
         }
     }
 
-    /// The typed and keyed push: the hit path is a list push; a full list goes to layer 2.
+    /// The typed and keyed push: the hit path is a gate test and a list push; a full list goes
+    /// to the slow path.
     ///
     /// # Safety
     ///
-    /// `slot` came from `pop_slot` of this heap with the same id and spec, holds no live value.
+    /// `slot` came from `pop_slot` of this heap with the same list, and holds no live value.
     #[inline(always)]
-    pub(crate) unsafe fn push_slot(&self, id: usize, spec: &ListSpec, slot: NonNull<u8>) {
-        // SAFETY: the slot has the layout of list `id` (the caller's contract); no user code
-        // runs.
-        if unsafe { self.lists().try_push(id, slot) } {
-            return;
+    pub(crate) unsafe fn push_slot(
+        &self,
+        id: impl ListIdentity,
+        spec: &ListSpec,
+        slot: NonNull<u8>,
+    ) {
+        if self.gate.fast_paths_open() {
+            // SAFETY: the gate is open; a list push calls nothing out and cannot panic; the
+            // slot has the list's layout (the caller's contract).
+            if unsafe { self.core_fast().lists.try_push(id.raw(), slot) } {
+                return;
+            }
         }
         // SAFETY: forwarded contract.
-        unsafe { self.push_slot_slow(id, spec, slot) }
+        unsafe { self.push_slot_slow(id.resolve(), spec, slot) }
     }
 
     /// # Safety
@@ -327,17 +513,87 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn push_slot_slow(&self, id: usize, spec: &ListSpec, slot: NonNull<u8>) {
-        // SAFETY: as `push_slot`; a slot the list does not keep is a block of this heap with
-        // the slot layout, freed to layer 2. No user code runs.
-        unsafe {
-            if self.config.debug {
-                // A slot must be a live block of this heap (not foreign, not freed to layer 2).
-                self.raw()
-                    .debug_check_live(slot, slot_layout(spec.value_layout));
+        let result = self.enter(|core, gate| {
+            let Core { raw, lists, debug } = core;
+            match debug {
+                Some(debug) => debug.push_slot(raw, lists, id, spec, slot, gate),
+                None => {
+                    // SAFETY: the caller's contract: a block of this heap with the slot layout.
+                    unsafe { lists.push_or_free(raw, id, spec, slot, gate) };
+                    Ok(())
+                }
             }
-            if !self.lists().push_or_overflow(id, spec, slot) {
-                self.raw().deallocate(slot, slot_layout(spec.value_layout));
+        });
+        match result {
+            Ok(Ok(())) | Ok(Err(DebugError::OutOfMemory)) => {}
+            Ok(Err(DebugError::Misuse(m))) => misuse(m),
+            Err(Reentrant) => self.deferred.push(slot, spec.slot_layout),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Layers 0-2: routing by layout
+
+    /// Whether a request takes the pool fast path: non-zero, small, the gate open and the
+    /// heap not in debug mode (one comparison covers all four, see [`Gate`]).
+    #[inline(always)]
+    fn takes_fast_path(&self, layout: Layout) -> bool {
+        layout.size().wrapping_sub(1) < self.gate.fast_limit() && layout.align() <= ALIGNMENT
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allocate_slow(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => debug.allocate(&mut core.raw, layout, gate),
+            None => core.raw.allocate(layout, gate).map_err(DebugError::from),
+        });
+        match result {
+            Ok(Ok(block)) => Ok(block),
+            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
+            Ok(Err(DebugError::Misuse(m))) => misuse(m),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Allocator::deallocate`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_slow(&self, ptr: NonNull<u8>, layout: Layout) {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => debug.deallocate(&mut core.raw, ptr, layout, gate),
+            None => {
+                // SAFETY: the caller's contract: a live block of this heap that `layout` fits.
+                unsafe { core.raw.deallocate(ptr, layout, gate) };
+                Ok(())
             }
+        });
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => misuse(m),
+            Err(Reentrant) => self.deferred.push(ptr, layout),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Allocator::grow`].
+    unsafe fn reallocate(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => debug.reallocate(&mut core.raw, ptr, old, new, gate),
+            // SAFETY: the caller's contract: a live block of this heap that `old` fits.
+            None => unsafe { core.raw.reallocate(ptr, old, new, gate) }.map_err(DebugError::from),
+        });
+        match result {
+            Ok(Ok(block)) => Ok(block),
+            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
+            Ok(Err(DebugError::Misuse(m))) => misuse(m),
         }
     }
 }
@@ -350,21 +606,38 @@ impl Heap {
 unsafe impl Allocator for Heap {
     #[inline(always)]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: `RawHeap::allocate` runs no user code.
-        unsafe { self.raw().allocate(layout) }
+        if self.takes_fast_path(layout) {
+            let class = class_of(layout.size());
+            // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out
+            // only through the gate and does not panic.
+            let core = unsafe { self.core_fast() };
+            return match core.raw.alloc_block(class, &self.gate) {
+                Some(block) => Ok(slice(block, block_size(class))),
+                None => Err(AllocError),
+            };
+        }
+        self.allocate_slow(layout)
     }
 
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: as `allocate`.
-        unsafe { self.raw().allocate_zeroed(layout) }
+        let block = self.allocate(layout)?;
+        // SAFETY: `block` is freshly allocated, writable for its whole length.
+        unsafe { block.cast::<u8>().as_ptr().write_bytes(0, block.len()) };
+        Ok(block)
     }
 
     #[inline(always)]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller guarantees `ptr` is a live block of this heap that `layout` fits,
-        // which is `RawHeap::deallocate`'s contract; no user code runs.
-        unsafe { self.raw().deallocate(ptr, layout) }
+        if self.takes_fast_path(layout) {
+            // SAFETY: the fast-path test passed, so the gate is open; the caller guarantees
+            // `ptr` is a live block of this heap that `layout` fits, which a non-zero small
+            // layout routes to a pool; `free_block` calls out only through the gate.
+            unsafe { self.core_fast().raw.free_block(ptr, &self.gate) }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { self.deallocate_slow(ptr, layout) }
+        }
     }
 
     unsafe fn grow(
@@ -375,7 +648,7 @@ unsafe impl Allocator for Heap {
     ) -> Result<NonNull<[u8]>, AllocError> {
         debug_assert!(new_layout.size() >= old_layout.size());
         // SAFETY: forwarded contract.
-        unsafe { self.raw().reallocate(ptr, old_layout, new_layout) }
+        unsafe { self.reallocate(ptr, old_layout, new_layout) }
     }
 
     unsafe fn grow_zeroed(
@@ -385,7 +658,7 @@ unsafe impl Allocator for Heap {
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded contract.
-        let block = unsafe { self.raw().reallocate(ptr, old_layout, new_layout) }?;
+        let block = unsafe { self.reallocate(ptr, old_layout, new_layout) }?;
         // SAFETY: the block is at least `old_layout.size()` long and writable to its end.
         unsafe {
             let start = block.cast::<u8>().as_ptr().add(old_layout.size());
@@ -402,15 +675,23 @@ unsafe impl Allocator for Heap {
     ) -> Result<NonNull<[u8]>, AllocError> {
         debug_assert!(new_layout.size() <= old_layout.size());
         // SAFETY: forwarded contract.
-        unsafe { self.raw().reallocate(ptr, old_layout, new_layout) }
+        unsafe { self.reallocate(ptr, old_layout, new_layout) }
     }
 }
 
 impl Drop for Heap {
     fn drop(&mut self) {
         // Free-list slots may be system blocks (large or over-aligned types): free them first.
-        // Arenas go back to the OS when the raw heap drops.
-        self.clear_free_lists();
-        self.raw.get_mut().debug_release_leftovers();
+        // Arenas go back to the OS when the raw heap drops. Nothing here allocates.
+        self.do_deferred_frees();
+        let gate = &self.gate;
+        let Core { raw, lists, debug } = self.core.get_mut();
+        match debug {
+            // Resting slots are live debug blocks: the leftovers include them.
+            Some(debug) => debug.release_leftovers(raw),
+            None => {
+                lists.drain_all(raw, gate);
+            }
+        }
     }
 }

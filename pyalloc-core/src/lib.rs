@@ -8,9 +8,21 @@
 //!  layer 0   the OS                 os                  mmap/munmap; large requests → malloc
 //! ```
 //!
-//! Modules depend only downwards: `os` → `arena` → `pool`/`size_class` → `raw` (the unsafe
-//! `&mut self` core) → `heap` (the safe, `!Sync` [`Heap`] and its `Allocator` impl) →
-//! `free_list`/`pooled` (layer 3) → `stats`.
+//! Modules import only downwards, in this order (each line imports only from lines above it):
+//!
+//! ```text
+//!  config, valgrind, gate          tunables; memcheck hooks; the re-entrancy gate
+//!  fill, link, size_class          fill patterns; the free-block link; class arithmetic
+//!  os                              layer 0: arena sources
+//!  arena                           layer 1: the arena table, the spares budget
+//!  pool                            layer 2's unit: a pool and the used-pool list
+//!  raw                             layers 0-2: the unsafe `&mut self` core
+//!  free_list                       layer 3: free lists, freeing straight into `raw`
+//!  debug                           the debug mode: a layer over `raw` and `free_list`
+//!  stats                           the figures, and the occupancy map
+//!  heap                            the safe `!Sync` `Heap`, its one way in, `Allocator`
+//!  pooled                          `Pooled<T>`, layer 3's owning pointer
+//! ```
 //!
 //! Most users depend on the `pyalloc` facade crate instead, which re-exports this one together
 //! with `#[derive(FreeListed)]`.
@@ -18,8 +30,11 @@
 mod arena;
 mod config;
 mod debug;
+mod fill;
 mod free_list;
+mod gate;
 mod heap;
+mod link;
 mod os;
 mod pool;
 mod pooled;
@@ -33,7 +48,7 @@ pub use config::{
     ConfigError, HeapConfig, ALIGNMENT, DEFAULT_ARENA_SIZE, DEFAULT_POOL_SIZE, MAX_ARENA_SIZE,
     MAX_POOLS_PER_ARENA, MIN_POOL_SIZE, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD,
 };
-pub use debug::{FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
+pub use fill::{FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
 pub use free_list::{
     FreeListId, FreeListKey, FreeListStats, FreeListed, DEFAULT_FREE_LIST_CAPACITY,
     MAX_FREE_LIST_CAPACITY,
@@ -43,7 +58,7 @@ pub use heap::{Heap, TrimReport};
 pub use os::MmapSource;
 pub use os::{ArenaSource, FailingSource, SystemSource};
 pub use pooled::Pooled;
-pub use stats::{ClassStats, FreeListLine, Stats};
+pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};
 
 /// Not public API: what `#[derive(FreeListed)]` expands to refers to these paths.
 #[doc(hidden)]

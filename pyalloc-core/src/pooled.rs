@@ -22,18 +22,11 @@ use crate::heap::Heap;
 /// to layer 2 when the list is full). A panic in `T`'s destructor still returns the slot.
 ///
 /// ```
-/// use pyalloc_core::{FreeListId, FreeListed, Heap, Pooled};
+/// use pyalloc::{FreeListed, Heap, Pooled};
 ///
+/// #[derive(FreeListed)]
+/// #[free_list(capacity = 100)] // CPython's float free list
 /// struct Float(f64);
-/// // SAFETY: `ID` belongs to `Float` alone. (`#[derive(FreeListed)]` writes this for you.)
-/// unsafe impl FreeListed for Float {
-///     const CAPACITY: usize = 100;
-///     const NAME: &'static str = "Float";
-///     fn free_list_id() -> &'static FreeListId {
-///         static ID: FreeListId = FreeListId::new();
-///         &ID
-///     }
-/// }
 ///
 /// let heap = Heap::new();
 /// let a = Pooled::new_in(Float(1.5), &heap);
@@ -70,7 +63,7 @@ impl<'h, T: FreeListed> Pooled<'h, T> {
         let ptr = if size_of::<T>() == 0 {
             NonNull::dangling()
         } else {
-            heap.pop_slot(T::free_list_id().get(), &const { ListSpec::of::<T>() })?
+            heap.pop_slot(T::free_list_id(), &const { ListSpec::of::<T>() })?
                 .cast::<T>()
         };
         // SAFETY: the slot is valid for writes of `T` (slot layout ⊇ `T`'s layout); a
@@ -136,7 +129,7 @@ unsafe fn release_slot<T: FreeListed>(heap: &Heap, ptr: NonNull<T>) {
         // SAFETY: forwarded contract.
         unsafe {
             heap.push_slot(
-                T::free_list_id().get(),
+                T::free_list_id(),
                 &const { ListSpec::of::<T>() },
                 ptr.cast(),
             )

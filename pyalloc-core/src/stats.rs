@@ -11,9 +11,10 @@
 
 use core::fmt;
 
+use crate::arena::PoolSlot;
 use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
-use crate::free_list::{slot_layout, FreeListStats, FreeLists};
-use crate::pool::{blocks_per_pool, PoolHeader, POOL_OVERHEAD};
+use crate::free_list::{FreeListStats, FreeLists};
+use crate::pool::{blocks_per_pool, Pool, POOL_OVERHEAD};
 use crate::raw::RawHeap;
 use crate::size_class::{block_size, class_of, is_small};
 
@@ -45,6 +46,118 @@ pub struct FreeListLine {
     pub stats: FreeListStats,
 }
 
+/// What one pool is doing, as the occupancy map shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolState {
+    /// Free, its pages still resident (written by a former user, or the heap's cached empty
+    /// pool). Cheap to reuse; costs memory until purged.
+    Unused,
+    /// Free and costing no memory: never touched, or its pages handed back to the OS.
+    Purged,
+    /// Serving `class`, with `live` of its `capacity` blocks in use.
+    Used {
+        /// The size class.
+        class: usize,
+        /// Blocks in use (free-list slots included).
+        live: usize,
+        /// Blocks the pool holds.
+        capacity: usize,
+    },
+    /// Serving `class`, every block in use.
+    Full {
+        /// The size class.
+        class: usize,
+    },
+}
+
+impl PoolState {
+    /// The map's character: `#` full, `1`–`9` used (tenths in use, rounded up), `o` unused
+    /// but resident, `.` purged.
+    pub fn symbol(self) -> char {
+        match self {
+            PoolState::Unused => 'o',
+            PoolState::Purged => '.',
+            PoolState::Full { .. } => '#',
+            PoolState::Used { live, capacity, .. } => {
+                let tenths = (live * 10).div_ceil(capacity).clamp(1, 9);
+                char::from_digit(tenths as u32, 10).expect("a digit")
+            }
+        }
+    }
+}
+
+/// One arena's pools, in address order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArenaOccupancy {
+    /// The arena's index in the arena table.
+    pub index: usize,
+    /// Each pool's state, pool 0 first.
+    pub pools: Vec<PoolState>,
+}
+
+/// Fragmentation as a picture: one row per arena mapped, one character per pool
+/// ([`PoolState::symbol`]). `Display` prints it with a legend.
+///
+/// ```
+/// use pyalloc_core::{Heap, PoolState};
+/// use allocator_api2::boxed::Box;
+///
+/// let heap = Heap::new();
+/// let _b = Box::new_in([0u8; 64], &heap);
+/// let stats = heap.stats();
+/// let map = stats.occupancy();
+/// assert_eq!(map.arenas().len(), 1);
+/// assert!(matches!(map.arenas()[0].pools[0], PoolState::Used { live: 1, .. }));
+/// println!("{map}");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    arenas: Vec<ArenaOccupancy>,
+}
+
+impl Occupancy {
+    /// Every arena mapped, in table order.
+    pub fn arenas(&self) -> &[ArenaOccupancy] {
+        &self.arenas
+    }
+
+    /// How many pools are in `state`'s kind (`Used` and `Full` match any class and fill).
+    pub fn count(&self, matches: impl Fn(PoolState) -> bool) -> usize {
+        self.arenas
+            .iter()
+            .flat_map(|a| a.pools.iter())
+            .filter(|&&p| matches(p))
+            .count()
+    }
+}
+
+impl fmt::Display for Occupancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "pools: # full, 1-9 used (tenths in use), o unused (resident), . purged or untouched"
+        )?;
+        if self.arenas.is_empty() {
+            return writeln!(f, "(no arena mapped)");
+        }
+        for arena in &self.arenas {
+            let row: String = arena.pools.iter().map(|p| p.symbol()).collect();
+            let count =
+                |kind: fn(&PoolState) -> bool| arena.pools.iter().filter(|p| kind(p)).count();
+            writeln!(
+                f,
+                "arena {:>4} |{row}| {} used ({} full), {} unused, {} purged",
+                arena.index,
+                count(|p| matches!(p, PoolState::Used { .. } | PoolState::Full { .. })),
+                count(|p| matches!(p, PoolState::Full { .. })),
+                count(|p| matches!(p, PoolState::Unused)),
+                count(|p| matches!(p, PoolState::Purged)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A snapshot of a heap's figures, in `sys._debugmallocstats()`'s terms. `Display` prints
 /// CPython's layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,69 +173,110 @@ pub struct Stats {
     arena_alignment: usize,
     large_allocations: usize,
     large_bytes: usize,
+    quarantined: (usize, usize),
     free_lists: Vec<FreeListLine>,
+    occupancy: Occupancy,
 }
 
 impl Stats {
-    pub(crate) fn collect(raw: &RawHeap, lists: &FreeLists, config: &HeapConfig) -> Stats {
-        let pool_size = config.pool_size;
+    /// Walks the layers; `quarantined` is what the debug layer holds back (blocks, bytes).
+    pub(crate) fn collect(
+        raw: &RawHeap,
+        lists: &FreeLists,
+        quarantined: (usize, usize),
+        config: &HeapConfig,
+    ) -> Stats {
+        let arenas = raw.arenas();
+        let pool_size = arenas.pool_size();
         let mut classes = [ClassStats::default(); NUM_SIZE_CLASSES];
         for (class, line) in classes.iter_mut().enumerate() {
             line.class = class;
             line.size = block_size(class);
         }
         let mut unused_pools = 0;
-        for ao in &raw.arenas.objects {
-            let Some(base) = ao.base else { continue };
-            let free = ao.dirty_free | ao.clean_free;
-            unused_pools += free.count_ones() as usize;
-            for number in 0..raw.arenas.pools_per_arena as usize {
-                if free & (1 << number) != 0 {
-                    continue;
-                }
-                // SAFETY: a pool whose free bit is clear is in use, so its header is valid.
-                let header =
-                    unsafe { &*base.as_ptr().add(number * pool_size).cast::<PoolHeader>() };
-                if header.ref_count == 0 {
-                    // The raw heap's cached empty pool: a spare, like CPython's free pools.
-                    unused_pools += 1;
-                    continue;
-                }
-                let line = &mut classes[header.size_class as usize];
-                line.pools += 1;
-                line.blocks_in_use += header.ref_count as usize;
-                line.avail_blocks +=
-                    blocks_per_pool(pool_size, line.class) - header.ref_count as usize;
+        let mut occupancy = Occupancy::default();
+        for entry in arenas.pools() {
+            if entry.number == 0 {
+                occupancy.arenas.push(ArenaOccupancy {
+                    index: entry.arena_index as usize,
+                    pools: Vec::with_capacity(arenas.pools_per_arena()),
+                });
             }
+            let state = match entry.slot {
+                PoolSlot::FreeDirty => PoolState::Unused,
+                PoolSlot::FreeClean => PoolState::Purged,
+                PoolSlot::InUse => {
+                    // SAFETY: a pool in use of this heap, whose core the caller holds.
+                    let pool = unsafe { Pool::from_addr(entry.addr) };
+                    let live = pool.ref_count();
+                    let capacity = blocks_per_pool(pool_size, pool.class());
+                    if live == 0 {
+                        // The cached empty pool: a spare, like CPython's free pools.
+                        PoolState::Unused
+                    } else {
+                        let line = &mut classes[pool.class()];
+                        line.pools += 1;
+                        line.blocks_in_use += live;
+                        line.avail_blocks += capacity - live;
+                        if live == capacity {
+                            PoolState::Full { class: line.class }
+                        } else {
+                            PoolState::Used {
+                                class: line.class,
+                                live,
+                                capacity,
+                            }
+                        }
+                    }
+                }
+            };
+            if !matches!(state, PoolState::Used { .. } | PoolState::Full { .. }) {
+                unused_pools += 1;
+            }
+            occupancy
+                .arenas
+                .last_mut()
+                .expect("pool 0 comes first")
+                .pools
+                .push(state);
         }
         let mut free_lists = Vec::new();
-        for (spec, stats) in lists.created() {
+        for list in lists.created() {
+            let spec = list.spec();
+            let stats = list.stats();
             free_lists.push(FreeListLine {
                 name: spec.name,
                 value_size: spec.value_layout.size(),
                 stats,
             });
-            let slot = slot_layout(spec.value_layout);
-            if is_small(slot) && !config.debug {
-                classes[class_of(slot.size())].free_list_slots += stats.len;
+            if is_small(spec.slot_layout) && !config.debug {
+                classes[class_of(spec.slot_layout.size())].free_list_slots += stats.len;
             }
         }
+        let (large_allocations, large_bytes) = raw.large();
         Stats {
             classes,
-            arena_size: config.arena_size,
+            arena_size: arenas.arena_size(),
             pool_size,
-            arenas_allocated_total: raw.arenas.allocated_total,
-            arenas_reclaimed: raw.arenas.reclaimed,
-            arenas_highwater: raw.arenas.highwater,
-            arenas_current: raw.arenas.current,
+            arenas_allocated_total: arenas.allocated_total(),
+            arenas_reclaimed: arenas.reclaimed(),
+            arenas_highwater: arenas.highwater(),
+            arenas_current: arenas.current(),
             unused_pools,
             // Arenas are mapped aligned to their size and hold a whole number of pools.
-            arena_alignment: raw.arenas.current
-                * (config.arena_size - raw.arenas.pools_per_arena as usize * pool_size),
-            large_allocations: raw.large_count,
-            large_bytes: raw.large_bytes,
+            arena_alignment: arenas.current()
+                * (arenas.arena_size() - arenas.pools_per_arena() * pool_size),
+            large_allocations: large_allocations - quarantined.0,
+            large_bytes: large_bytes - quarantined.1,
+            quarantined,
             free_lists,
+            occupancy,
         }
+    }
+
+    /// The occupancy map: each arena's pools, as a picture of fragmentation.
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.occupancy
     }
 
     /// One line per size class, all 32 of them (the `Display` skips unused ones, as CPython).
@@ -228,12 +382,42 @@ impl Stats {
     pub fn large_bytes(&self) -> usize {
         self.large_bytes
     }
+
+    /// Debug mode: freed large blocks held back in the quarantine (see [`Heap`](crate::Heap)'s
+    /// "Debug mode"), and the system bytes they hold.
+    pub fn quarantined(&self) -> (usize, usize) {
+        self.quarantined
+    }
 }
 
-/// CPython's `printone`: the label padded to 35 columns, `=`, the value with thousands
-/// separators right-aligned in 21.
-fn print_one(f: &mut fmt::Formatter<'_>, label: &str, value: usize) -> fmt::Result {
-    writeln!(f, "{label:<35}={:>21}", with_commas(value))
+/// The lines printed in CPython's `printone` layout: a label, `=`, a value.
+struct Lines(Vec<(String, usize)>);
+
+impl Lines {
+    fn push(&mut self, label: impl Into<String>, value: usize) {
+        self.0.push((label.into(), value));
+    }
+
+    /// CPython's `printone`: the label padded to 35 columns (or to the longest label, so a
+    /// long free-list name never pushes its `=` out of line), `=`, the value with thousands
+    /// separators right-aligned in 21.
+    fn print(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .0
+            .iter()
+            .map(|(l, _)| l.len())
+            .max()
+            .unwrap_or(0)
+            .max(35);
+        for (label, value) in &self.0 {
+            if label.is_empty() {
+                writeln!(f)?;
+            } else {
+                writeln!(f, "{label:<width$}={:>21}", with_commas(*value))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn with_commas(value: usize) -> String {
@@ -264,72 +448,71 @@ impl fmt::Display for Stats {
             )?;
         }
         writeln!(f)?;
-        print_one(
-            f,
+        let mut lines = Lines(Vec::new());
+        lines.push(
             "# arenas allocated total",
             self.arenas_allocated_total as usize,
-        )?;
-        print_one(f, "# arenas reclaimed", self.arenas_reclaimed as usize)?;
-        print_one(f, "# arenas highwater mark", self.arenas_highwater)?;
-        print_one(f, "# arenas allocated current", self.arenas_current)?;
-        print_one(
-            f,
-            &format!(
+        );
+        lines.push("# arenas reclaimed", self.arenas_reclaimed as usize);
+        lines.push("# arenas highwater mark", self.arenas_highwater);
+        lines.push("# arenas allocated current", self.arenas_current);
+        lines.push(
+            format!(
                 "{} arenas * {} bytes/arena",
                 self.arenas_current, self.arena_size
             ),
             self.arena_bytes(),
-        )?;
-        writeln!(f)?;
-        print_one(
-            f,
+        );
+        lines.push("", 0);
+        lines.push(
             "# bytes in allocated blocks",
             self.bytes_in_allocated_blocks(),
-        )?;
-        print_one(
-            f,
+        );
+        lines.push(
             "# bytes in available blocks",
             self.bytes_in_available_blocks(),
-        )?;
-        print_one(
-            f,
-            &format!(
+        );
+        lines.push(
+            format!(
                 "{} unused pools * {} bytes",
                 self.unused_pools, self.pool_size
             ),
             self.bytes_in_unused_pools(),
-        )?;
-        print_one(
-            f,
+        );
+        lines.push(
             "# bytes lost to pool headers",
             self.bytes_lost_to_pool_headers(),
-        )?;
-        print_one(
-            f,
+        );
+        lines.push(
             "# bytes lost to quantization",
             self.bytes_lost_to_quantization(),
-        )?;
-        print_one(f, "# bytes lost to arena alignment", self.arena_alignment)?;
-        print_one(f, "Total", self.total())?;
-        writeln!(f)?;
-        print_one(
-            f,
-            &format!("{} large blocks (system allocator)", self.large_allocations),
+        );
+        lines.push("# bytes lost to arena alignment", self.arena_alignment);
+        lines.push("Total", self.total());
+        lines.push("", 0);
+        lines.push(
+            format!("{} large blocks (system allocator)", self.large_allocations),
             self.large_bytes,
-        )?;
+        );
+        if self.quarantined.0 > 0 {
+            lines.push(
+                format!("{} quarantined blocks (debug mode)", self.quarantined.0),
+                self.quarantined.1,
+            );
+        }
         if !self.free_lists.is_empty() {
-            writeln!(f)?;
+            lines.push("", 0);
             for line in &self.free_lists {
-                print_one(
-                    f,
-                    &format!(
+                lines.push(
+                    format!(
                         "{} free {}s * {} bytes each",
                         line.stats.len, line.name, line.value_size
                     ),
                     line.stats.len * line.value_size,
-                )?;
+                );
             }
         }
+        lines.print(f)?;
         Ok(())
     }
 }
@@ -337,6 +520,22 @@ impl fmt::Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_symbols_show_fill_in_tenths() {
+        let used = |live| PoolState::Used {
+            class: 0,
+            live,
+            capacity: 100,
+        };
+        assert_eq!(used(1).symbol(), '1');
+        assert_eq!(used(10).symbol(), '1');
+        assert_eq!(used(11).symbol(), '2');
+        assert_eq!(used(99).symbol(), '9');
+        assert_eq!(PoolState::Full { class: 0 }.symbol(), '#');
+        assert_eq!(PoolState::Unused.symbol(), 'o');
+        assert_eq!(PoolState::Purged.symbol(), '.');
+    }
 
     #[test]
     fn commas_group_thousands() {

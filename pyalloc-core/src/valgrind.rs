@@ -17,11 +17,6 @@
 //! compile to nothing. With it, each is a call into `valgrind.c`, which wraps the macros of
 //! `<valgrind/memcheck.h>`: a handful of instructions that do nothing outside valgrind.
 
-use crate::free_list::ListSpec;
-
-/// Bytes of a block's or slot's first word, where a free one keeps its list link.
-pub(crate) const LINK: usize = size_of::<*mut u8>();
-
 #[cfg(feature = "valgrind")]
 mod ffi {
     // The wrappers in `valgrind.c`, compiled by the build script. Each only issues a client
@@ -99,70 +94,15 @@ pub(crate) fn make_defined(ptr: *const u8, len: usize) {
     let _ = (ptr, len);
 }
 
-/// The bytes a slot of list `spec` covers (0 for a list not created yet: nothing to mark).
-#[cfg(feature = "valgrind")]
-fn slot_len(spec: &Option<ListSpec>) -> usize {
-    spec.map_or(0, |s| crate::free_list::slot_layout(s.value_layout).size())
-}
-
-/// A slot was pushed on a free list (its link already written): no access until popped.
+/// A slot of `len` bytes was pushed on a free list (its link already written): no access
+/// until popped.
 #[inline(always)]
-pub(crate) fn slot_pushed(slot: *const u8, spec: &Option<ListSpec>) {
-    #[cfg(feature = "valgrind")]
-    make_noaccess(slot, slot_len(spec));
-    #[cfg(not(feature = "valgrind"))]
-    let _ = (slot, spec);
+pub(crate) fn slot_pushed(slot: *const u8, len: usize) {
+    make_noaccess(slot, len);
 }
 
-/// A slot was popped from a free list: addressable again, its contents undefined.
+/// A slot of `len` bytes was popped from a free list: addressable again, contents undefined.
 #[inline(always)]
-pub(crate) fn slot_popped(slot: *const u8, spec: &Option<ListSpec>) {
-    #[cfg(feature = "valgrind")]
-    make_undefined(slot, slot_len(spec));
-    #[cfg(not(feature = "valgrind"))]
-    let _ = (slot, spec);
-}
-
-/// Forgets the pool blocks still live when a heap is dropped: its arenas go back to the OS
-/// with them, which is no leak (CPython's arenas do the same at exit). Without this, memcheck
-/// would report every block a test leaked on purpose (`mem::forget`, a panic before a free)
-/// as definitely lost, and could later confuse a block at the same address of a new arena.
-#[cfg(feature = "valgrind")]
-impl Drop for crate::raw::RawHeap {
-    fn drop(&mut self) {
-        use crate::pool::{self, PoolHeader, POOL_OVERHEAD};
-        use crate::size_class::block_size;
-
-        let pool_size = self.arenas.pool_size;
-        let mut free = std::collections::HashSet::new();
-        for ao in &self.arenas.objects {
-            let Some(base) = ao.base else { continue };
-            for number in 0..self.arenas.pools_per_arena {
-                if (ao.dirty_free | ao.clean_free) & (1 << number) != 0 {
-                    continue;
-                }
-                // SAFETY: a pool whose bit is clear is in use: its header is valid, its free
-                // list holds free blocks of it, and its carved blocks lie below `next_offset`.
-                unsafe {
-                    let p = base.as_ptr().add(number as usize * pool_size);
-                    let h = &*p.cast::<PoolHeader>();
-                    free.clear();
-                    let mut b = h.freeblock;
-                    while !b.is_null() {
-                        free.insert(b.addr());
-                        b = pool::next_free(b);
-                    }
-                    let size = block_size(h.size_class as usize);
-                    let mut offset = POOL_OVERHEAD;
-                    while offset < h.next_offset as usize {
-                        let block = p.add(offset);
-                        if !free.contains(&block.addr()) {
-                            freelike(block);
-                        }
-                        offset += size;
-                    }
-                }
-            }
-        }
-    }
+pub(crate) fn slot_popped(slot: *const u8, len: usize) {
+    make_undefined(slot, len);
 }
