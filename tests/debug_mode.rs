@@ -265,3 +265,175 @@ fn a_keyed_slot_freed_to_another_heap_is_caught() {
     // SAFETY: the wrong heap is the bug under test.
     unsafe { theirs.free_slot(&key, slot) };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Writes after free that the debug mode used to miss: each test below failed (a crash, a
+// silent corruption, or no panic) before the debug mode became a layer of its own.
+
+fn node(value: u64) -> Node {
+    Node {
+        value,
+        _pad: [0; 3],
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
+fn write_to_the_first_word_of_a_resting_slot_is_caught() {
+    let heap = debug_heap();
+    let a = Pooled::new_in(node(1), &heap);
+    let slot = Pooled::as_ptr(&a);
+    drop(a);
+    // SAFETY: the write after free is the bug under test. The slot's first word held the
+    // list's link before slots rested out of band; following it crashed.
+    unsafe { slot.as_ptr().cast::<u64>().write(0x4141_4141) };
+    let _b = Pooled::new_in(node(2), &heap);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "writes into freed memory on purpose")]
+fn write_after_free_into_a_large_block_is_caught_by_check() {
+    let heap = debug_heap();
+    let l = layout(1000, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test; the block waits in the quarantine.
+    unsafe {
+        heap.deallocate(p, l);
+        p.as_ptr().add(500).write(1);
+    }
+    let message = heap.check().unwrap_err();
+    assert!(message.contains("write after free: memory at"), "{message}");
+    assert!(message.contains("byte 516 is 0x01"), "{message}");
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: memory at")]
+#[cfg_attr(miri, ignore = "writes into freed memory on purpose")]
+fn write_after_free_into_a_large_block_is_caught_by_trim() {
+    let heap = debug_heap();
+    let l = layout(4000, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test.
+    unsafe {
+        heap.deallocate(p, l);
+        p.as_ptr().write(1);
+    }
+    heap.trim();
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: memory at")]
+#[cfg_attr(miri, ignore = "writes into freed memory on purpose")]
+fn write_after_free_into_a_large_block_is_caught_when_it_leaves_the_quarantine() {
+    let heap = debug_heap();
+    let l = layout(2000, 8);
+    let p = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test.
+    unsafe {
+        heap.deallocate(p, l);
+        p.as_ptr().add(1999).write(1);
+    }
+    // Enough frees to push the block out of the quarantine.
+    for _ in 0..100 {
+        let q = alloc(&heap, l);
+        // SAFETY: just allocated with `l`.
+        unsafe { heap.deallocate(q, l) };
+    }
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: memory at")]
+#[cfg_attr(miri, ignore = "writes into freed memory on purpose")]
+fn write_after_free_is_caught_before_the_pool_is_recycled() {
+    let heap = debug_heap();
+    let l = layout(40, 8);
+    let a = alloc(&heap, l);
+    let b = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test. Freeing `b` empties the pool, which
+    // then could serve another class and overwrite the evidence.
+    unsafe {
+        heap.deallocate(a, l);
+        a.as_ptr().add(10).write(1);
+        heap.deallocate(b, l);
+    }
+}
+
+#[test]
+#[should_panic(expected = "points outside its pool")]
+#[cfg_attr(miri, ignore = "writes into freed memory on purpose")]
+fn a_corrupted_free_block_link_is_caught_before_it_is_followed() {
+    let heap = debug_heap();
+    let l = layout(40, 8);
+    let _keep = alloc(&heap, l); // keeps the pool in use when `a` is freed
+    let a = alloc(&heap, l);
+    // SAFETY: the write after free is the bug under test: it lands on the block's link.
+    unsafe {
+        heap.deallocate(a, l);
+        a.as_ptr().sub(16).cast::<usize>().write(0x10);
+    }
+    let _again = alloc(&heap, l);
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: buffer overrun: block")]
+fn an_overrun_into_a_pool_blocks_rounding_is_caught() {
+    // 24 bytes: inner block 16 + 24 + 16 = 56, served by a 64-byte block, so the trailing
+    // guard is 24 bytes long; a write 20 bytes past the end used to go unseen.
+    write_out_of_bounds_then_free(24, 24 + 20);
+}
+
+/// A debug heap with one `Node` resting on its list, whose slot was then written.
+fn heap_with_a_written_resting_slot() -> Heap {
+    let heap = debug_heap();
+    let a = Pooled::new_in(node(1), &heap);
+    let slot = Pooled::as_ptr(&a);
+    drop(a);
+    // SAFETY: the write after free is the bug under test.
+    unsafe { (*slot.as_ptr()).value = 7 };
+    heap
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
+fn clearing_the_free_lists_checks_each_slot() {
+    heap_with_a_written_resting_slot().clear_free_lists();
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
+fn trim_checks_each_slot() {
+    heap_with_a_written_resting_slot().trim();
+}
+
+#[test]
+#[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
+fn shrinking_a_free_list_checks_each_slot_it_evicts() {
+    heap_with_a_written_resting_slot().set_free_list_capacity::<Node>(0);
+}
+
+#[test]
+fn check_reports_a_written_resting_slot() {
+    let heap = heap_with_a_written_resting_slot();
+    let message = heap.check().unwrap_err();
+    assert!(message.contains("slot of the Node free list"), "{message}");
+    std::mem::forget(heap); // its slot is corrupt on purpose: don't let Drop meet it
+}
+
+#[test]
+fn debug_stats_keep_quarantined_blocks_apart() {
+    let heap = debug_heap();
+    let l = layout(3000, 8);
+    let p = alloc(&heap, l);
+    assert_eq!(heap.stats().large_allocations(), 1);
+    // SAFETY: allocated just above with `l`.
+    unsafe { heap.deallocate(p, l) };
+    let stats = heap.stats();
+    assert_eq!(stats.large_allocations(), 0);
+    assert_eq!(stats.quarantined(), (1, 16 + 3000 + 16));
+    assert!(stats
+        .to_string()
+        .contains("1 quarantined blocks (debug mode)"));
+    heap.trim();
+    assert_eq!(heap.stats().quarantined(), (0, 0));
+    heap.check().unwrap();
+}

@@ -58,7 +58,7 @@ const_assert!(MIN_POOL_SIZE >= 4 * SMALL_REQUEST_THRESHOLD);
 /// checked by [`HeapConfig::validate`] when the heap is built.
 ///
 /// ```
-/// use pyalloc_core::{Heap, HeapConfig};
+/// use pyalloc::{Heap, HeapConfig};
 ///
 /// // CPython 3.9's geometry: 256 KiB arenas of 4 KiB pools, and a 64 MiB budget.
 /// let config = HeapConfig::new()

@@ -174,7 +174,7 @@ pub unsafe trait FreeListed: Sized {
 ///
 /// ```
 /// use core::alloc::Layout;
-/// use pyalloc_core::{FreeListKey, Heap};
+/// use pyalloc::{FreeListKey, Heap};
 ///
 /// let heap = Heap::new();
 /// let pairs = FreeListKey::new("2-tuple", Layout::new::<[u64; 3]>(), 2000);

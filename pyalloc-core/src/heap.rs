@@ -43,8 +43,7 @@ use crate::stats::Stats;
 /// bumpalo's) take it directly:
 ///
 /// ```
-/// use allocator_api2::{boxed::Box, vec::Vec};
-/// use pyalloc_core::Heap;
+/// use pyalloc::{Box, Heap, Vec};
 ///
 /// let heap = Heap::new();
 /// let b = Box::new_in(42u64, &heap);
@@ -58,28 +57,72 @@ use crate::stats::Stats;
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>() {}
-/// shared::<pyalloc_core::Heap>();
+/// shared::<pyalloc::Heap>();
 /// ```
 ///
 /// and what is allocated from it cannot leave the thread that uses it:
 ///
 /// ```compile_fail
-/// let heap = pyalloc_core::Heap::new();
-/// let b = allocator_api2::boxed::Box::new_in(1u8, &heap);
+/// let heap = pyalloc::Heap::new();
+/// let b = pyalloc::Box::new_in(1u8, &heap);
 /// std::thread::spawn(move || drop(b));
 /// ```
 ///
 /// The heap itself can move to another thread while nothing borrows it:
 ///
 /// ```
-/// let heap = pyalloc_core::Heap::new();
+/// let heap = pyalloc::Heap::new();
 /// std::thread::spawn(move || {
-///     let b = allocator_api2::boxed::Box::new_in([0u8; 100], &heap);
+///     let b = pyalloc::Box::new_in([0u8; 100], &heap);
 ///     assert_eq!(b.len(), 100);
 /// })
 /// .join()
 /// .unwrap();
 /// ```
+///
+/// # Debug mode
+///
+/// [`HeapConfig::debug`] turns on CPython's `PYTHONMALLOC=debug` and more, for every layer:
+/// every block is served with guard bytes around it, fresh blocks are filled with
+/// [`FRESH_BYTE`](crate::FRESH_BYTE) (`0xCD`), freed ones with
+/// [`FREED_BYTE`](crate::FREED_BYTE) (`0xDD`), guards with [`GUARD_BYTE`](crate::GUARD_BYTE)
+/// (`0xFD`), and a record of every live and freed block names each misuse the type system
+/// cannot stop:
+///
+/// | misuse | named when |
+/// | --- | --- |
+/// | buffer overrun (any byte of the trailing guard, which runs to the block's end) | free, resize, [`check`](Heap::check) |
+/// | buffer underrun | free, resize, `check` |
+/// | double free of a block, or of a [`Pooled`](crate::Pooled)/keyed slot | the second free |
+/// | a block freed with another layout than it was allocated with | free, resize |
+/// | a pointer this heap did not allocate (another heap's, or none at all) | free, resize, slot push |
+/// | write after free into a small block | the block is handed out again, or its pool empties |
+/// | write after free that overwrote a free block's list link | before the link is followed |
+/// | write after free into a large block (kept in a quarantine of the last 64 freed, up to 4 MiB) | it leaves the quarantine, `check`, [`trim`](Heap::trim) |
+/// | write after free into a slot resting on a free list (every byte, its first word included) | popped, evicted, cleared, `trim`, `check` |
+///
+/// Each is a panic whose message starts with `pyalloc debug:` and names the problem, the
+/// address and the size, raised before the heap changes anything and after its core is
+/// released, so a panic hook may still use the heap:
+///
+/// ```should_panic
+/// use pyalloc::{Allocator, Heap, HeapConfig};
+/// use std::alloc::Layout;
+///
+/// let heap = Heap::with_config(HeapConfig::new().debug(true)).unwrap();
+/// let layout = Layout::new::<[u8; 24]>();
+/// let block = heap.allocate(layout).unwrap().cast::<u8>();
+/// // SAFETY: none: the second free is the misuse being shown.
+/// unsafe {
+///     heap.deallocate(block, layout);
+///     heap.deallocate(block, layout); // panics: "pyalloc debug: double free: block 0x…"
+/// }
+/// ```
+///
+/// The mode costs nothing when off: a debug heap's fast-path limit is 0, so its requests
+/// take the slow path through the debug layer, and a normal heap's fast path has no test of
+/// its own for the mode. In debug mode, layer-3 slots rest *out of band* (the list keeps their
+/// addresses) so they can be poisoned whole; LIFO order and the statistics are the same.
 pub struct Heap {
     core: UnsafeCell<Core>,
     gate: Gate,
@@ -254,6 +297,7 @@ impl Heap {
         if self.gate.is_closed() {
             return Err(Reentrant);
         }
+        self.do_deferred_frees();
         let result = self.gate.closed(|| {
             // SAFETY: the gate was open, so the core is not borrowed (see `core_fast`), and
             // it stays closed while `f` runs, so every re-entrant call is refused above or

@@ -230,8 +230,9 @@ unsafe impl ArenaSource for SystemSource {
 /// out-of-memory injection for tests.
 ///
 /// ```
-/// use pyalloc_core::{FailingSource, Heap, HeapConfig, SystemSource};
-/// use allocator_api2::alloc::{Allocator, Layout};
+/// use pyalloc::{FailingSource, Heap, HeapConfig, SystemSource};
+/// use pyalloc::Allocator;
+/// use std::alloc::Layout;
 ///
 /// let heap = Heap::with_source(HeapConfig::new(), FailingSource::new(SystemSource, 0)).unwrap();
 /// assert!(heap.allocate(Layout::new::<u64>()).is_err());

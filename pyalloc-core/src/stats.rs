@@ -99,8 +99,7 @@ pub struct ArenaOccupancy {
 /// ([`PoolState::symbol`]). `Display` prints it with a legend.
 ///
 /// ```
-/// use pyalloc_core::{Heap, PoolState};
-/// use allocator_api2::boxed::Box;
+/// use pyalloc::{Box, Heap, PoolState};
 ///
 /// let heap = Heap::new();
 /// let _b = Box::new_in([0u8; 64], &heap);
