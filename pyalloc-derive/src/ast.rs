@@ -2,9 +2,10 @@
 //! `#[free_list(...)]` keys, all still holding the syntax nodes they came from so every error
 //! can point at the token that caused it.
 
-use syn::{DeriveInput, Error, Generics, Ident};
+use syn::{DeriveInput, Generics, Ident};
 
 use crate::attr::{self, Attrs};
+use crate::error::Errors;
 
 /// A type being derived.
 pub struct Input<'a> {
@@ -30,24 +31,5 @@ impl<'a> Input<'a> {
             generics: &node.generics,
             attrs,
         }
-    }
-}
-
-/// Every error found so far, so the user sees all of them in one build.
-#[derive(Default)]
-pub struct Errors(Option<Error>);
-
-impl Errors {
-    /// Adds one error.
-    pub fn push(&mut self, error: Error) {
-        match &mut self.0 {
-            Some(first) => first.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    /// All the errors pushed, as one (syn keeps each message and span), or `None`.
-    pub fn finish(self) -> Option<Error> {
-        self.0
     }
 }

@@ -14,7 +14,7 @@ use syn::{
     MacroDelimiter, Meta, Result, Token, UnOp,
 };
 
-use crate::ast::Errors;
+use crate::error::Errors;
 
 /// The keys `#[free_list(...)]` knows, in the order the messages list them.
 const KEYS: &[&str] = &["capacity", "name"];

@@ -20,7 +20,8 @@ use quote::quote;
 use syn::ext::IdentExt;
 use syn::{DeriveInput, LitInt, LitStr};
 
-use crate::ast::{Errors, Input};
+use crate::ast::Input;
+use crate::error::Errors;
 use crate::{fallback, valid};
 
 /// The whole derive: parse, check, and write the impl, or the fallback on any error.

@@ -81,10 +81,13 @@
 //!
 //! One stage per module, as in thiserror: `ast` (the input, keeping syntax nodes for spans)
 //! → `attr` (parsing `#[free_list(...)]`) → `valid` (every semantic check) → `expand` (the
-//! impl) or `fallback` (`compile_error!`s and a stub impl).
+//! impl) or `fallback` (`compile_error!`s and a stub impl). Each stage adds its errors to
+//! `error::Errors`, the one module every stage shares; a module imports only the stages
+//! before it and `error`, never a later one, so the graph has no cycle.
 
 mod ast;
 mod attr;
+mod error;
 mod expand;
 mod fallback;
 mod valid;

@@ -3,8 +3,9 @@
 
 use syn::{Error, GenericParam};
 
-use crate::ast::{Errors, Input};
+use crate::ast::Input;
 use crate::attr::{Capacity, Name};
+use crate::error::Errors;
 
 /// `pyalloc_core::MAX_FREE_LIST_CAPACITY`. A proc-macro crate cannot link the runtime it
 /// generates code for, so the bound is repeated here; the UI test
