@@ -1,5 +1,5 @@
-//! Every semantic check, each error spanned on the token at fault: the generics the trait's
-//! safety contract forbids, and attribute values that parsed but are out of range.
+//! Stage 3, every semantic check, each error spanned on the token at fault: the generics the
+//! trait's safety contract forbids, and attribute values that parsed but are out of range.
 
 use syn::{Error, GenericParam};
 
