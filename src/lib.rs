@@ -2,7 +2,9 @@
 
 pub use pyalloc_core::*;
 
-/// `#[derive(FreeListed)]`, optionally with `#[free_list(capacity = N, name = "...")]`.
+/// `#[derive(FreeListed)]`, optionally with `#[free_list(capacity = N, name = "...")]`, and
+/// `crate = "path"` when pyalloc is reached by another path than `::pyalloc` (a renamed
+/// dependency, or a re-export for derives in another crate).
 pub use pyalloc_derive::FreeListed;
 
 /// allocator-api2's collections and trait, re-exported so `pyalloc` is the one dependency.

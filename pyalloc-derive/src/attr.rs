@@ -1,5 +1,6 @@
-//! Parsing `#[free_list(capacity = <integer>, name = "<string>")]`: the syntax only. Whether
-//! a capacity is in range or a name is empty is for `valid`.
+//! Stage 2, parsing `#[free_list(capacity = <integer>, name = "<string>", crate = "<path>")]`:
+//! the syntax only, which includes reading the path inside `crate`'s string. Whether a
+//! capacity is in range or a name is empty is for `valid`.
 //!
 //! Each attribute is parsed as a comma-separated list of `key = value` entries, and each entry
 //! is checked on its own, so a typo in one key does not hide an error in the next.
@@ -11,13 +12,13 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{
     Attribute, Data, Error, Expr, ExprLit, ExprUnary, Field, Ident, Lit, LitInt, LitStr,
-    MacroDelimiter, Meta, Result, Token, UnOp,
+    MacroDelimiter, Meta, Path, Result, Token, UnOp,
 };
 
-use crate::ast::Errors;
+use crate::error::Errors;
 
 /// The keys `#[free_list(...)]` knows, in the order the messages list them.
-const KEYS: &[&str] = &["capacity", "name"];
+const KEYS: &[&str] = &["capacity", "name", "crate"];
 
 /// The attribute written out, for messages about malformed ones.
 const SYNTAX: &str = "`#[free_list(capacity = <integer>, name = \"<string>\")]`, each key optional";
@@ -34,6 +35,11 @@ pub struct Attrs {
     pub capacity: Option<Capacity>,
     /// `name = "..."`.
     pub name: Option<Name>,
+    /// `crate = "path"`.
+    pub crate_path: Option<CratePath>,
+    /// A `crate` key was written but its value could not be read: where the runtime is, is
+    /// unknown, so the fallback must not name `::pyalloc` (it may not be a dependency).
+    pub crate_path_unreadable: bool,
 }
 
 /// `capacity = N`: syntactically an integer literal; its value is checked by `valid`.
@@ -46,6 +52,14 @@ pub struct Capacity {
 pub struct Name {
     /// The string, with its span.
     pub lit: LitStr,
+}
+
+/// `crate = "path"`: where the generated code finds the runtime's `__private` module.
+pub struct CratePath {
+    /// The string, with its span.
+    pub lit: LitStr,
+    /// The path read from the string; every token of it carries the string's span.
+    pub path: Path,
 }
 
 /// One entry of the list, as written: `key = value`, or `key` followed by something else
@@ -143,6 +157,9 @@ fn parse_attribute(attr: &Attribute, out: &mut Attrs, errors: &mut Errors) -> Re
     let entries = list.parse_args_with(Punctuated::<Entry, Token![,]>::parse_terminated)?;
     for entry in &entries {
         if let Err(error) = parse_entry(entry, out) {
+            if entry.key.unraw() == "crate" && out.crate_path.is_none() {
+                out.crate_path_unreadable = true;
+            }
             errors.push(error);
         }
     }
@@ -161,6 +178,11 @@ fn parse_entry(entry: &Entry, out: &mut Attrs) -> Result<()> {
         (
             "name = \"PyFloatObject\"",
             out.name.as_ref().map(|n| n.lit.to_token_stream()),
+        )
+    } else if key == "crate" {
+        (
+            "crate = \"pyalloc\"",
+            out.crate_path.as_ref().map(|c| c.lit.to_token_stream()),
         )
     } else {
         return Err(unknown_key(&entry.key));
@@ -181,10 +203,12 @@ fn parse_entry(entry: &Entry, out: &mut Attrs) -> Result<()> {
         out.capacity = Some(Capacity {
             lit: capacity_literal(value)?,
         });
-    } else {
+    } else if key == "name" {
         out.name = Some(Name {
             lit: name_literal(value)?,
         });
+    } else {
+        out.crate_path = Some(crate_path(value)?);
     }
     Ok(())
 }
@@ -243,6 +267,55 @@ fn name_literal(value: &Expr) -> Result<LitStr> {
     }
 }
 
+/// The path of `crate = "path"`, read from the string, or an error.
+///
+/// The path is read in module style (`a::b`, with an optional leading `::` and `crate`, `self`
+/// or `super` segments, but no generic arguments): it names a crate or a module, never a type.
+/// `LitStr::parse_with` gives every token of it the string's span, so an error about the path,
+/// ours or rustc's, points at the string.
+fn crate_path(value: &Expr) -> Result<CratePath> {
+    let lit = match value {
+        Expr::Group(group) => return crate_path(&group.expr),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => lit,
+        _ => {
+            return Err(Error::new_spanned(
+                value,
+                "`crate` must be a string literal holding a path, like `crate = \"pyalloc\"`",
+            ))
+        }
+    };
+    let written = lit.value();
+    if written.trim().is_empty() {
+        return Err(Error::new_spanned(
+            lit,
+            "`crate` must not be empty: it is the path of the pyalloc crate, like \
+             `crate = \"pyalloc\"`; leave the key out to use `::pyalloc`",
+        ));
+    }
+    match lit.parse_with(Path::parse_mod_style) {
+        Ok(path) => Ok(CratePath {
+            lit: lit.clone(),
+            path,
+        }),
+        Err(error) => {
+            let hint = if written.contains('-') {
+                "; in a path, a crate name's `-` is written `_`"
+            } else {
+                ""
+            };
+            Err(Error::new_spanned(
+                lit,
+                format!(
+                    "`crate` must be a path, like `crate = \"pyalloc\"` or \
+                     `crate = \"::runtime::pyalloc\"`: `{written}` is not one ({error}){hint}"
+                ),
+            ))
+        }
+    }
+}
+
 /// The error for a key not in [`KEYS`], suggesting the nearest one when it looks like a typo.
 fn unknown_key(key: &Ident) -> Error {
     let written = key.unraw().to_string();
@@ -256,8 +329,8 @@ fn unknown_key(key: &Ident) -> Error {
     Error::new_spanned(
         key,
         format!(
-            "unknown key `{written}` in #[free_list]{suggestion}; the keys are `capacity` and \
-             `name`"
+            "unknown key `{written}` in #[free_list]{suggestion}; the keys are `capacity`, \
+             `name` and `crate`"
         ),
     )
 }
@@ -363,7 +436,8 @@ mod tests {
             struct Unit;
         ));
         assert!(errors.is_empty());
-        assert!(attrs.capacity.is_none() && attrs.name.is_none());
+        assert!(attrs.capacity.is_none() && attrs.name.is_none() && attrs.crate_path.is_none());
+        assert!(!attrs.crate_path_unreadable);
     }
 
     #[test]
@@ -378,7 +452,7 @@ mod tests {
         assert_eq!(
             errors[0],
             "unknown key `capasity` in #[free_list] (did you mean `capacity`?); \
-             the keys are `capacity` and `name`"
+             the keys are `capacity`, `name` and `crate`"
         );
         assert_eq!(
             errors[1],
@@ -387,7 +461,7 @@ mod tests {
         assert!(errors[2].starts_with("`name` must be a string literal"));
         assert_eq!(
             errors[3],
-            "unknown key `colour` in #[free_list]; the keys are `capacity` and `name`"
+            "unknown key `colour` in #[free_list]; the keys are `capacity`, `name` and `crate`"
         );
     }
 
@@ -454,6 +528,128 @@ mod tests {
                 errors[0]
             );
         }
+    }
+
+    #[test]
+    fn crate_is_read_as_a_module_path() {
+        for (input, expected) in [
+            (
+                parse_quote!(
+                    #[free_list(crate = "renamed")]
+                    struct A;
+                ),
+                "renamed",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = r"::runtime :: pyalloc")]
+                    struct A;
+                ),
+                ":: runtime :: pyalloc",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "crate::reexports")]
+                    struct A;
+                ),
+                "crate :: reexports",
+            ),
+        ] {
+            let (attrs, errors) = parse(input);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(!attrs.crate_path_unreadable);
+            let krate = attrs.crate_path.unwrap();
+            assert_eq!(krate.path.to_token_stream().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn crate_values_that_are_not_paths() {
+        let cases: [(syn::DeriveInput, &str); 7] = [
+            (
+                parse_quote!(
+                    #[free_list(crate = pyalloc)]
+                    struct A;
+                ),
+                "`crate` must be a string literal holding a path, like `crate = \"pyalloc\"`",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "")]
+                    struct A;
+                ),
+                "`crate` must not be empty",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "  ")]
+                    struct A;
+                ),
+                "`crate` must not be empty",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "pyalloc-core")]
+                    struct A;
+                ),
+                "`pyalloc-core` is not one (unexpected token); in a path, a crate name's `-` \
+                 is written `_`",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "pyalloc::")]
+                    struct A;
+                ),
+                "`pyalloc::` is not one (unexpected end of input, expected path segment after `::`)",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate = "runtime::<u8>")]
+                    struct A;
+                ),
+                "`runtime::<u8>` is not one",
+            ),
+            (
+                parse_quote!(
+                    #[free_list(crate)]
+                    struct A;
+                ),
+                "expected `crate = ...`, like `crate = \"pyalloc\"`",
+            ),
+        ];
+        for (input, expected) in cases {
+            let (attrs, errors) = parse(input);
+            assert!(attrs.crate_path.is_none(), "{expected}: {errors:?}");
+            assert!(attrs.crate_path_unreadable, "{expected}");
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains(expected),
+                "{:?} lacks {expected:?}",
+                errors[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_crate_keeps_the_first_path() {
+        let (attrs, errors) = parse(parse_quote! {
+            #[free_list(crate = "first")]
+            #[free_list(crate = "second")]
+            struct A;
+        });
+        assert_eq!(
+            errors,
+            ["duplicate `crate` in #[free_list]: it is already set to `\"first\"`"]
+        );
+        assert!(!attrs.crate_path_unreadable);
+        assert_eq!(attrs.crate_path.unwrap().lit.value(), "first");
+        // A readable `crate` after an unreadable one still gives the runtime's path.
+        let (attrs, errors) = parse(parse_quote! {
+            #[free_list(crate = 1, crate = "second")]
+            struct A;
+        });
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(attrs.crate_path.unwrap().lit.value(), "second");
     }
 
     #[test]

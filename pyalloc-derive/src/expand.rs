@@ -1,4 +1,4 @@
-//! Writing the impl with `quote!`.
+//! Stage 4, writing the impl with `quote!`.
 //!
 //! The generated impl upholds `FreeListed`'s safety contract ("the returned static belongs to
 //! this type alone") because:
@@ -13,14 +13,16 @@
 //!
 //! Generated code names the runtime only through the absolute path `::pyalloc::__private`, so
 //! it neither depends on the user's imports nor is confused by their own items called
-//! `FreeListed`, `FreeListId` or `ID`.
+//! `FreeListed`, `FreeListId` or `ID`. With `#[free_list(crate = "path")]` it uses
+//! `path::__private` instead, exactly as the user wrote the path (see `Input::runtime_item`).
 
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::ext::IdentExt;
 use syn::{DeriveInput, LitInt, LitStr};
 
-use crate::ast::{Errors, Input};
+use crate::ast::Input;
+use crate::error::Errors;
 use crate::{fallback, valid};
 
 /// The whole derive: parse, check, and write the impl, or the fallback on any error.
@@ -30,13 +32,19 @@ pub fn derive(node: &DeriveInput) -> TokenStream {
     valid::validate(&input, &mut errors);
     match errors.finish() {
         None => impl_free_listed(&input),
-        Some(error) => fallback::expand(input.original, error),
+        Some(error) => fallback::expand(&input, error),
     }
 }
 
 /// `unsafe impl FreeListed` for a validated input.
 fn impl_free_listed(input: &Input) -> TokenStream {
     let ident = input.ident;
+    let runtime = |item| {
+        input
+            .runtime_item(item)
+            .expect("an input without errors has a readable `crate` path")
+    };
+    let (free_listed, free_list_id) = (runtime("FreeListed"), runtime("FreeListId"));
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
 
     // Without `capacity`, the trait's default (`DEFAULT_FREE_LIST_CAPACITY`) applies: one
@@ -55,15 +63,14 @@ fn impl_free_listed(input: &Input) -> TokenStream {
 
     quote! {
         #[automatically_derived]
-        unsafe impl #impl_generics ::pyalloc::__private::FreeListed
+        unsafe impl #impl_generics #free_listed
             for #ident #ty_generics #where_clause
         {
             #capacity
             const NAME: &'static str = #name;
             #[inline]
-            fn free_list_id() -> &'static ::pyalloc::__private::FreeListId {
-                static ID: ::pyalloc::__private::FreeListId =
-                    ::pyalloc::__private::FreeListId::new();
+            fn free_list_id() -> &'static #free_list_id {
+                static ID: #free_list_id = #free_list_id::new();
                 &ID
             }
         }
@@ -99,6 +106,55 @@ mod tests {
             struct Float(f64);
         });
         assert_eq!(actual, expected.to_string());
+    }
+
+    #[test]
+    fn crate_replaces_pyalloc_in_every_path() {
+        let expected = quote! {
+            #[automatically_derived]
+            unsafe impl renamed::inner::__private::FreeListed for Float {
+                const NAME: &'static str = "Float";
+                #[inline]
+                fn free_list_id() -> &'static renamed::inner::__private::FreeListId {
+                    static ID: renamed::inner::__private::FreeListId =
+                        renamed::inner::__private::FreeListId::new();
+                    &ID
+                }
+            }
+        };
+        let actual = expand(parse_quote! {
+            #[free_list(crate = "renamed::inner")]
+            struct Float(f64);
+        });
+        assert_eq!(actual, expected.to_string());
+    }
+
+    #[test]
+    fn the_stub_uses_the_crate_path_and_is_left_out_when_it_is_unreadable() {
+        let actual = expand(parse_quote! {
+            #[free_list(capacity = 0, crate = "::renamed")]
+            struct Float(f64);
+        });
+        assert_eq!(actual.matches("compile_error").count(), 1, "{actual}");
+        assert!(
+            actual.contains("unsafe impl :: renamed :: __private :: FreeListed for Float"),
+            "{actual}"
+        );
+        assert!(!actual.contains("pyalloc"), "{actual}");
+        for unreadable in [
+            parse_quote! {
+                #[free_list(crate = "pyalloc-core")]
+                struct Float(f64);
+            },
+            parse_quote! {
+                #[free_list(crate)]
+                struct Float(f64);
+            },
+        ] {
+            let actual = expand(unreadable);
+            assert_eq!(actual.matches("compile_error").count(), 1, "{actual}");
+            assert!(!actual.contains("impl"), "{actual}");
+        }
     }
 
     #[test]

@@ -26,11 +26,28 @@
 //! | --- | --- | --- |
 //! | `capacity` | an integer literal from 1 to 1_048_576 (`MAX_FREE_LIST_CAPACITY`) | the trait's default, 80 (CPython's dict and list lists) |
 //! | `name` | a non-empty string literal, shown in statistics | the type's identifier |
+//! | `crate` | a string literal holding the path of the `pyalloc` crate | `"::pyalloc"` |
 //!
 //! ```ignore
 //! #[derive(FreeListed)]
 //! #[free_list(capacity = 2000, name = "PyTupleObject")]
 //! struct Tuple3([u64; 3]);
+//! ```
+//!
+//! `crate`, as in serde's `#[serde(crate = "...")]` and PyO3's `#[pyo3(crate = "...")]`, is for
+//! code that reaches pyalloc by another name: a renamed dependency, a library that re-exports
+//! pyalloc for derives written in its users' crates (`crate = "my_runtime::pyalloc"`), or a
+//! crate that depends on `pyalloc-core` and this derive but not on the facade
+//! (`crate = "pyalloc_core"`). The generated code then names `<path>::__private::...`. The path
+//! is a module path (`a::b`, `::a`, `crate::a`; no generic arguments), and if it does not
+//! resolve rustc says so at the string.
+//!
+//! ```ignore
+//! pub use pyalloc; // in `my_runtime`, for the derives of its users
+//!
+//! #[derive(my_runtime::pyalloc::FreeListed)]
+//! #[free_list(crate = "my_runtime::pyalloc")]
+//! struct Float(f64);
 //! ```
 //!
 //! # What the derive writes
@@ -67,6 +84,8 @@
 //! - **A `capacity` that is not an integer literal** (a string, a negative number, a constant
 //!   or an expression): a derive sees tokens, not values, so it cannot evaluate a constant.
 //! - **A `name` that is not a non-empty string literal.**
+//! - **A `crate` that is not a string literal holding a module path** (`crate = pyalloc`,
+//!   `crate = ""`, `crate = "pyalloc-core"`).
 //! - **Unsized types** (`struct Bytes([u8])`): the trait requires `Sized`, since every slot of a
 //!   list has one size; rustc reports it at the type's name.
 //! - **Unknown keys, duplicate keys, and malformed attributes** (`#[free_list]`,
@@ -75,16 +94,20 @@
 //!
 //! Every problem is reported at the token that causes it, all of them at once; the derive
 //! then still writes a stub impl of the trait, so the only errors are the ones above and not
-//! a cascade of "`FreeListed` is not implemented" at every use of the type.
+//! a cascade of "`FreeListed` is not implemented" at every use of the type. (Not when the
+//! `crate` value itself is unreadable: where the trait lives is then unknown.)
 //!
 //! # Layout of this crate
 //!
 //! One stage per module, as in thiserror: `ast` (the input, keeping syntax nodes for spans)
 //! → `attr` (parsing `#[free_list(...)]`) → `valid` (every semantic check) → `expand` (the
-//! impl) or `fallback` (`compile_error!`s and a stub impl).
+//! impl) or `fallback` (`compile_error!`s and a stub impl). Each stage adds its errors to
+//! `error::Errors`, the one module every stage shares; a module imports only the stages
+//! before it and `error`, never a later one, so the graph has no cycle.
 
 mod ast;
 mod attr;
+mod error;
 mod expand;
 mod fallback;
 mod valid;
@@ -93,7 +116,8 @@ use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
 /// Implements `FreeListed` for a struct, enum or union without type or const parameters,
-/// giving it a free list of its own; see the [crate docs](crate) for `#[free_list(...)]`.
+/// giving it a free list of its own; see the [crate docs](crate) for
+/// `#[free_list(capacity = N, name = "...", crate = "path")]`.
 #[proc_macro_derive(FreeListed, attributes(free_list))]
 pub fn derive_free_listed(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

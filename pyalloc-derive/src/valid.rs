@@ -1,10 +1,11 @@
-//! Every semantic check, each error spanned on the token at fault: the generics the trait's
-//! safety contract forbids, and attribute values that parsed but are out of range.
+//! Stage 3, every semantic check, each error spanned on the token at fault: the generics the
+//! trait's safety contract forbids, and attribute values that parsed but are out of range.
 
 use syn::{Error, GenericParam};
 
-use crate::ast::{Errors, Input};
+use crate::ast::Input;
 use crate::attr::{Capacity, Name};
+use crate::error::Errors;
 
 /// `pyalloc_core::MAX_FREE_LIST_CAPACITY`. A proc-macro crate cannot link the runtime it
 /// generates code for, so the bound is repeated here; the UI test
