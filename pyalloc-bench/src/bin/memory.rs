@@ -14,7 +14,7 @@
 
 use std::process::{Command, ExitCode};
 
-use pyalloc_bench::rng::XorShift;
+use pyalloc_bench::rng::{permutation, seeded};
 use pyalloc_bench::rss::rss_bytes;
 use pyalloc_bench::workloads::layout;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor};
@@ -59,14 +59,14 @@ impl Scenario {
 
     /// The indexes to free, in order.
     fn frees(self) -> Vec<usize> {
-        let mut rng = XorShift::new(0x5EED);
+        let mut rng = seeded(0x5EED);
         match self {
             Scenario::Free90 => {
-                let mut order = rng.permutation(BLOCKS);
+                let mut order = permutation(&mut rng, BLOCKS);
                 order.truncate(BLOCKS * 9 / 10);
                 order
             }
-            Scenario::AllRandom => rng.permutation(BLOCKS),
+            Scenario::AllRandom => permutation(&mut rng, BLOCKS),
             Scenario::AllInOrder => (0..BLOCKS).collect(),
             Scenario::Survivors => {
                 let mut order: Vec<usize> = (0..BLOCKS).filter(|i| i % 1000 != 999).collect();
