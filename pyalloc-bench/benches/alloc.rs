@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use pyalloc::{Heap, Pooled};
-use pyalloc_bench::rng::XorShift;
+use pyalloc_bench::rng::{permutation, seeded};
 use pyalloc_bench::workloads::{self, layout, FreeOrder, Mixed, PairHeap};
 use pyalloc_bench::{available_peers, with_peer, BareLifo, Obj32, Peer, PeerKind, PeerVisitor};
 
@@ -140,7 +140,7 @@ impl Routine for W3 {
 
 fn w3(c: &mut Criterion) {
     for n in [100_000, 1_000_000] {
-        let order = std::rc::Rc::new(XorShift::new(n as u64).permutation(n));
+        let order = std::rc::Rc::new(permutation(&mut seeded(n as u64), n));
         let mut g = c.benchmark_group(format!("W3 random/{n}"));
         g.throughput(Throughput::Elements(n as u64));
         g.sampling_mode(SamplingMode::Flat);

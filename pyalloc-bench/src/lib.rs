@@ -7,8 +7,10 @@
 //! - `--bin memory`: W6, RSS per peer in fresh child processes.
 //! - `--bin pairs` with `callgrind.sh`: instructions per alloc+free pair.
 //!
-//! Every measurement goes through one adapter, [`Peer`], and is generic over it.
+//! Every measurement goes through one adapter, [`Peer`], and is generic over it. `replay` and
+//! `memory` also draw their tables as SVG bar charts ([`chart`]).
 
+pub mod chart;
 pub mod peers;
 pub mod replay;
 pub mod rng;

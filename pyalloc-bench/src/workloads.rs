@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crate::peers::Peer;
-use crate::rng::XorShift;
+use crate::rng::{pareto_size, seeded};
 
 /// Pairs timed between two recycles of an alloc-only peer.
 const PAIR_CHUNK: u64 = 1 << 14;
@@ -154,10 +154,10 @@ impl Mixed {
     /// `live` blocks of Pareto sizes (1–512), then `steps` steps of "free a random live
     /// block, allocate a new one of a Pareto size in its place".
     pub fn new(live: usize, steps: usize, seed: u64) -> Self {
-        let mut rng = XorShift::new(seed);
-        let initial = (0..live).map(|_| rng.pareto_size()).collect();
+        let mut rng = seeded(seed);
+        let initial = (0..live).map(|_| pareto_size(&mut rng)).collect();
         let steps = (0..steps)
-            .map(|_| (rng.below(live), rng.pareto_size()))
+            .map(|_| (rng.usize(..live), pareto_size(&mut rng)))
             .collect();
         Mixed { initial, steps }
     }

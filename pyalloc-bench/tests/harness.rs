@@ -9,25 +9,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyalloc_bench::peers::PyallocPeer;
 use pyalloc_bench::replay::{first_tag, replay, ReplayError};
-use pyalloc_bench::rng::XorShift;
+use pyalloc_bench::rng::seeded;
 use pyalloc_bench::{available_peers, with_peer, Event, Peer, PeerKind, PeerVisitor, Trace};
 
 /// A trace of every kind of event: sizes 0–700 (across the 512-byte threshold), zeroed
 /// allocations, reallocations that grow and shrink within and across classes, frees in a
 /// scrambled order, and blocks left live at the end.
 fn tiny_trace() -> Trace {
-    let mut rng = XorShift::new(42);
+    let mut rng = seeded(42);
     let mut events = Vec::new();
     let mut live: Vec<u32> = Vec::new();
     let mut next = 0u32;
     for step in 0..3_000 {
-        let roll = rng.below(10);
+        let roll = rng.usize(..10);
         if live.is_empty() || roll < 4 {
-            let size = if step % 50 == 0 {
-                0
-            } else {
-                rng.below(700) as u32
-            };
+            let size = if step % 50 == 0 { 0 } else { rng.u32(..700) };
             events.push(if roll == 0 {
                 Event::alloc_zeroed(next, size)
             } else {
@@ -36,13 +32,13 @@ fn tiny_trace() -> Trace {
             live.push(next);
             next += 1;
         } else if roll < 6 {
-            let at = rng.below(live.len());
-            let size = rng.below(700) as u32;
+            let at = rng.usize(..live.len());
+            let size = rng.u32(..700);
             events.push(Event::realloc(live[at], next, size));
             live[at] = next;
             next += 1;
         } else {
-            let at = rng.below(live.len());
+            let at = rng.usize(..live.len());
             events.push(Event::free(live.swap_remove(at)));
         }
     }

@@ -1,7 +1,7 @@
 //! W6: resident memory of each peer, each scenario in a fresh child process.
 //!
 //! ```text
-//! cargo run --release -p pyalloc-bench --bin memory -- [--csv] [--peers a,b,..]
+//! cargo run --release -p pyalloc-bench --bin memory -- [--csv] [--peers a,b,..] [--svg PATH]
 //! ```
 //!
 //! A child (this binary re-run with the hidden `--child PEER SCENARIO`) builds its
@@ -11,10 +11,16 @@
 //! order, or all but one in a thousand (at random), and records the RSS above baseline
 //! before and after the allocator's release call (`trim()`, `malloc_trim(0)`,
 //! `mi_collect(true)`, jemalloc's purge; pymalloc and bumpalo have none).
+//!
+//! The table is also drawn as a bar chart, written to `--svg PATH` (by default
+//! `target/charts/memory.svg`): peak RSS over the payload per allocator, and the RSS left
+//! after the frees and after the release call per scenario and allocator.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use pyalloc_bench::rng::XorShift;
+use pyalloc_bench::chart::{self, Chart, Panel};
+use pyalloc_bench::rng::{permutation, seeded};
 use pyalloc_bench::rss::rss_bytes;
 use pyalloc_bench::workloads::layout;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor};
@@ -59,14 +65,14 @@ impl Scenario {
 
     /// The indexes to free, in order.
     fn frees(self) -> Vec<usize> {
-        let mut rng = XorShift::new(0x5EED);
+        let mut rng = seeded(0x5EED);
         match self {
             Scenario::Free90 => {
-                let mut order = rng.permutation(BLOCKS);
+                let mut order = permutation(&mut rng, BLOCKS);
                 order.truncate(BLOCKS * 9 / 10);
                 order
             }
-            Scenario::AllRandom => rng.permutation(BLOCKS),
+            Scenario::AllRandom => permutation(&mut rng, BLOCKS),
             Scenario::AllInOrder => (0..BLOCKS).collect(),
             Scenario::Survivors => {
                 let mut order: Vec<usize> = (0..BLOCKS).filter(|i| i % 1000 != 999).collect();
@@ -189,17 +195,20 @@ fn main() -> ExitCode {
     }
     let mut csv = false;
     let mut peers = None;
+    let mut svg = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--csv" => csv = true,
             "--peers" => peers = it.next().cloned(),
+            "--svg" if !it.as_slice().is_empty() => svg = it.next().map(PathBuf::from),
             _ => {
-                eprintln!("usage: memory [--csv] [--peers a,b,..]");
+                eprintln!("usage: memory [--csv] [--peers a,b,..] [--svg PATH]");
                 return ExitCode::from(2);
             }
         }
     }
+    let svg = svg.unwrap_or_else(|| chart::default_path("memory.svg"));
     let peers = match parse_peers(peers.as_deref()) {
         Ok(p) => available_peers(&p),
         Err(e) => {
@@ -237,8 +246,25 @@ fn main() -> ExitCode {
                 );
             }
         }
-        return ExitCode::SUCCESS;
+    } else {
+        print_table(&rows);
     }
+    match chart_of(&rows).write(&svg) {
+        // Stdout is the CSV with `--csv`: the path goes to stderr then.
+        Ok(()) if csv => eprintln!("chart: {}", svg.display()),
+        Ok(()) => println!("\nchart: {}", svg.display()),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The table: one row per peer, one column per scenario.
+fn print_table(rows: &[(PeerKind, Vec<Figures>)]) {
+    let payload = (BLOCKS * SIZE) as f64;
+    let pct = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
     println!(
         "{BLOCKS} blocks of {SIZE} B ({:.0} MB payload); RSS above the baseline, as % of the peak: \
          without / with the release call",
@@ -249,7 +275,7 @@ fn main() -> ExitCode {
         print!(" {:>22}", s.key());
     }
     println!();
-    for (kind, figures) in &rows {
+    for (kind, figures) in rows {
         print!(
             "{:<28} {:>10.3}",
             kind.label(),
@@ -269,5 +295,66 @@ fn main() -> ExitCode {
     for s in Scenario::ALL {
         println!("{:>14}: {}", s.key(), s.title());
     }
-    ExitCode::SUCCESS
+}
+
+/// The chart of the table: one row of [`Figures`] per peer, one per scenario.
+fn chart_of(rows: &[(PeerKind, Vec<Figures>)]) -> Chart {
+    let payload = (BLOCKS * SIZE) as f64;
+    let pct = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
+    let scenarios: Vec<String> = Scenario::ALL.iter().map(|s| s.title().into()).collect();
+    let retained = |after: fn(&Figures) -> usize| {
+        rows.iter()
+            .map(|(_, figures)| figures.iter().map(|f| pct(after(f), f.peak)).collect())
+            .collect()
+    };
+    // The axis says "%".
+    let percent = |v: f64| format!("{v:.0}");
+    let blocks = format!("{:e}", BLOCKS as f64);
+    Chart {
+        title: format!("Resident memory of {blocks} blocks of {SIZE} B"),
+        notes: vec![
+            format!(
+                "{blocks} blocks of {SIZE} B ({:.0} MB payload) allocated, then freed by \
+                 scenario; RSS above the baseline of a fresh child process per allocator \
+                 and scenario",
+                payload / 1e6
+            ),
+            "the release call: trim(), malloc_trim(0), mi_collect(true), jemalloc's purge \
+             (pymalloc and bumpalo have none); lower is better"
+                .into(),
+        ],
+        series: rows.iter().map(|(k, _)| k.label().to_owned()).collect(),
+        panels: vec![
+            Panel {
+                title: "Peak RSS over the payload".into(),
+                y_desc: "peak RSS ÷ payload".into(),
+                categories: vec![format!("{blocks} blocks of {SIZE} B, all live")],
+                values: rows
+                    .iter()
+                    .map(|(_, figures)| vec![figures[0].peak as f64 / payload])
+                    .collect(),
+                reference: Some((1.0, "= payload".into())),
+                label: |v| format!("{v:.2}"),
+                weight: 3,
+            },
+            Panel {
+                title: "RSS retained after the frees".into(),
+                y_desc: "% of the peak RSS".into(),
+                categories: scenarios.clone(),
+                values: retained(|f| f.after_free),
+                reference: None,
+                label: percent,
+                weight: 4,
+            },
+            Panel {
+                title: "RSS retained after the frees and the release call".into(),
+                y_desc: "% of the peak RSS".into(),
+                categories: scenarios,
+                values: retained(|f| f.after_release),
+                reference: None,
+                label: percent,
+                weight: 4,
+            },
+        ],
+    }
 }

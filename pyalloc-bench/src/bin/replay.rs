@@ -1,17 +1,23 @@
 //! W5: replays CPython allocation traces on every peer and prints the median ns per event.
 //!
 //! ```text
-//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--peers a,b,..] [--csv] [TRACE...]
+//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
 //! ```
 //!
 //! Each trace is read wholly into memory before any timing. Runs interleave the peers (run 1:
 //! every peer, run 2: every peer, ...), each run on a fresh peer (a fresh pyalloc `Heap`).
 //! Every block is tagged and verified (see `pyalloc_bench::replay`): a mismatch prints where
 //! it happened and exits with status 1. Without TRACE, every `*.trace.gz` of `shared/traces`.
+//!
+//! The table is also drawn as a bar chart, written to `--svg PATH` (by default
+//! `target/charts/replay.svg`): ns per event per trace and allocator, and each allocator's
+//! time over the fastest allocator's on the trace (the bounds, bumpalo and lifo-floor, left
+//! out of "fastest").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use pyalloc_bench::chart::{self, Chart, Panel};
 use pyalloc_bench::replay::{median, replay, ReplayError};
 use pyalloc_bench::trace::default_traces;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor, Trace};
@@ -20,13 +26,17 @@ struct Args {
     runs: usize,
     peers: Vec<PeerKind>,
     csv: bool,
+    svg: PathBuf,
     traces: Vec<PathBuf>,
 }
+
+const USAGE: &str = "usage: replay [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
     let mut peers = None;
     let mut csv = false;
+    let mut svg = None;
     let mut traces = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -40,9 +50,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--peers" => peers = Some(args.next().ok_or("--peers takes a list")?),
             "--csv" => csv = true,
-            "-h" | "--help" => {
-                return Err("usage: replay [--runs N] [--peers a,b,..] [--csv] [TRACE...]".into())
-            }
+            "--svg" => svg = Some(PathBuf::from(args.next().ok_or("--svg takes a path")?)),
+            "-h" | "--help" => return Err(USAGE.into()),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => traces.push(PathBuf::from(arg)),
         }
@@ -57,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         runs,
         peers: parse_peers(peers.as_deref())?,
         csv,
+        svg: svg.unwrap_or_else(|| chart::default_path("replay.svg")),
         traces,
     })
 }
@@ -93,6 +103,8 @@ fn main() -> ExitCode {
     if args.csv {
         println!("trace,allocator,ns_per_event,ratio_to_pyalloc");
     }
+    // Per trace, the median ns per event of each peer, for the chart.
+    let mut table: Vec<Vec<f64>> = Vec::with_capacity(traces.len());
     for trace in &traces {
         let events = trace.events.len() as f64;
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
@@ -129,6 +141,85 @@ fn main() -> ExitCode {
                 println!("  {:<28} {m:>10.2} {:>8.2}", kind.label(), ratio(m));
             }
         }
+        table.push(medians);
+    }
+    let chart = chart_of(&args, &peers, &traces, &table);
+    match chart.write(&args.svg) {
+        // On stdout with the table; on stderr when stdout is CSV.
+        Ok(()) if args.csv => eprintln!("chart: {}", args.svg.display()),
+        Ok(()) => println!("\nchart: {}", args.svg.display()),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// The bounds, not allocators one would use: left out of "the fastest".
+fn is_bound(kind: PeerKind) -> bool {
+    matches!(kind, PeerKind::Bumpalo | PeerKind::LifoFloor)
+}
+
+/// The chart of `table[trace][peer]` (median ns per event).
+fn chart_of(args: &Args, peers: &[PeerKind], traces: &[Trace], table: &[Vec<f64>]) -> Chart {
+    let categories = traces
+        .iter()
+        .map(|t| format!("{} ({}k events)", t.name, t.events.len().div_ceil(1000)))
+        .collect::<Vec<_>>();
+    let ns: Vec<Vec<f64>> = (0..peers.len())
+        .map(|p| table.iter().map(|row| row[p]).collect())
+        .collect();
+    // Each trace's fastest real allocator (of all peers when only bounds ran).
+    let best: Vec<f64> = table
+        .iter()
+        .map(|row| {
+            let fastest = |real: bool| {
+                row.iter()
+                    .zip(peers)
+                    .filter(|&(_, &k)| !real || !is_bound(k))
+                    .map(|(&m, _)| m)
+                    .fold(f64::INFINITY, f64::min)
+            };
+            Some(fastest(true))
+                .filter(|b| b.is_finite())
+                .unwrap_or_else(|| fastest(false))
+        })
+        .collect();
+    let ratios = ns
+        .iter()
+        .map(|row| row.iter().zip(&best).map(|(&m, &b)| m / b).collect())
+        .collect();
+    Chart {
+        title: "Replay of CPython allocation traces".into(),
+        notes: vec![format!(
+            "median of {} run{} per trace and allocator, each on a fresh allocator; \
+             every block tagged and verified; lower is better",
+            args.runs,
+            if args.runs == 1 { "" } else { "s" }
+        )],
+        series: peers.iter().map(|p| p.label().to_owned()).collect(),
+        panels: vec![
+            Panel {
+                title: "Time per event".into(),
+                y_desc: "ns per event (median)".into(),
+                categories: categories.clone(),
+                values: ns,
+                reference: None,
+                label: |v| format!("{v:.1}"),
+                weight: 4,
+            },
+            Panel {
+                title: "Time over the fastest allocator on the trace (bumpalo and lifo-floor, \
+                        bounds, not counted)"
+                    .into(),
+                y_desc: "× the fastest (1 = fastest)".into(),
+                categories,
+                values: ratios,
+                reference: Some((1.0, "fastest".into())),
+                label: |v| format!("{v:.2}"),
+                weight: 4,
+            },
+        ],
+    }
 }
