@@ -697,3 +697,87 @@ impl DebugLayer {
         self.quarantine_bytes = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_blocks_keep_the_data_aligned_and_guarded() {
+        for (size, align) in [(1, 1), (24, 8), (40, 64), (1000, 16)] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            let inner = inner_layout(layout).unwrap();
+            assert_eq!(lead(layout) % align, 0);
+            assert!(inner.align() >= align);
+            assert!(inner_len(inner) >= lead(layout) + size + TRAILER);
+        }
+        assert_eq!(inner_len(Layout::from_size_align(56, 16).unwrap()), 64);
+        assert!(
+            inner_layout(Layout::from_size_align(isize::MAX as usize - 8, 1).unwrap()).is_err()
+        );
+    }
+
+    #[test]
+    fn each_misuse_names_itself_the_address_and_the_size() {
+        let ptr = NonNull::<u8>::dangling();
+        let cases = [
+            (
+                Misuse::Overrun {
+                    ptr,
+                    size: 24,
+                    offset: 3,
+                    value: 0,
+                },
+                "buffer overrun: block 0x1 of 24 bytes was written past its end: byte 3 after",
+            ),
+            (
+                Misuse::DoubleFreeSlot { ptr, list: "Node" },
+                "double free: slot 0x1 is already on the Node free list",
+            ),
+            (
+                Misuse::WriteAfterFree {
+                    what: Freed::Slot("Node"),
+                    ptr,
+                    len: 32,
+                    offset: 0,
+                    value: 7,
+                },
+                "write after free: slot of the Node free list at 0x1 (32 bytes)",
+            ),
+            (
+                Misuse::CorruptLink {
+                    ptr,
+                    len: 64,
+                    link: 0x10,
+                },
+                "its free-list link 0x10 points outside its pool",
+            ),
+        ];
+        for (misuse, expected) in cases {
+            let message = misuse.to_string();
+            assert!(message.starts_with("pyalloc debug: "), "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn check_freed_names_the_first_byte_that_changed() {
+        let mut bytes = [FREED_BYTE; 32];
+        bytes[20] = 9;
+        let ptr = NonNull::from(&mut bytes).cast::<u8>();
+        // SAFETY: the array is 32 readable bytes.
+        let found = unsafe { check_freed(Freed::Memory, ptr, 32, LINK) };
+        assert_eq!(
+            found,
+            Err(Misuse::WriteAfterFree {
+                what: Freed::Memory,
+                ptr,
+                len: 32,
+                offset: 20,
+                value: 9
+            })
+        );
+        // SAFETY: as above; the first `LINK` bytes are skipped, so a link there is fine.
+        assert_eq!(unsafe { check_freed(Freed::Memory, ptr, 20, 0) }, Ok(()));
+    }
+}

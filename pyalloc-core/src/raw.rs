@@ -517,3 +517,131 @@ impl Drop for RawHeap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::SystemSource;
+
+    /// 32 KiB arenas of 4 KiB pools from the system allocator.
+    fn raw(kept: usize, limit: Option<usize>) -> (RawHeap, Gate) {
+        let mut config = HeapConfig::new()
+            .arena_size(32 << 10)
+            .pool_size(4 << 10)
+            .empty_arenas_kept(kept);
+        if let Some(limit) = limit {
+            config = config.memory_limit(limit);
+        }
+        (
+            RawHeap::new(&config, Box::new(SystemSource)),
+            Gate::new(512),
+        )
+    }
+
+    #[test]
+    fn a_class_loop_keeps_its_pool_cached_and_never_leaves_it() {
+        let (mut raw, gate) = raw(1, None);
+        let a = raw.alloc_block(3, &gate).unwrap();
+        // SAFETY: `a` is a live block of class 3.
+        let pool = unsafe { raw.pool_of(a) };
+        for _ in 0..10 {
+            // SAFETY: `a` is live; freed once, then reallocated.
+            unsafe { raw.free_block(a, &gate) };
+            assert!(raw.is_cached(pool));
+            assert_eq!(
+                raw.alloc_block(3, &gate),
+                Some(a),
+                "the same block, the same pool"
+            );
+        }
+        assert_eq!(raw.arenas().reclaimed(), 0);
+        raw.check().unwrap();
+        // SAFETY: `a` is live.
+        unsafe { raw.free_block(a, &gate) };
+        // The cached pool goes back to its arena, which is then the one spare kept.
+        assert_eq!(raw.trim(&gate), (0, 0));
+        assert!(!raw.is_cached(pool));
+        assert_eq!(raw.arenas().current(), 1);
+        raw.check().unwrap();
+    }
+
+    #[test]
+    fn without_spares_an_emptied_pool_and_arena_go_back_at_once() {
+        let (mut raw, gate) = raw(0, None);
+        let a = raw.alloc_block(0, &gate).unwrap();
+        // SAFETY: `a` is live.
+        unsafe { raw.free_block(a, &gate) };
+        assert_eq!(raw.arenas().current(), 0);
+        raw.check().unwrap();
+    }
+
+    #[test]
+    fn a_full_pool_leaves_its_list_and_comes_back_on_a_free() {
+        let (mut raw, gate) = raw(1, None);
+        let per_pool = crate::pool::blocks_per_pool(4 << 10, 31);
+        let blocks: Vec<_> = (0..per_pool)
+            .map(|_| raw.alloc_block(31, &gate).unwrap())
+            .collect();
+        assert!(raw.next_block(31).is_none(), "the only pool is full");
+        raw.check().unwrap();
+        // SAFETY: live blocks of class 31, each freed once.
+        unsafe { raw.free_block(blocks[2], &gate) };
+        assert_eq!(raw.next_block(31).map(|(_, b)| b), Some(blocks[2]));
+        for &b in blocks.iter().filter(|&&b| b != blocks[2]) {
+            // SAFETY: as above.
+            unsafe { raw.free_block(b, &gate) };
+        }
+        raw.check().unwrap();
+    }
+
+    #[test]
+    fn large_requests_count_against_the_limit_and_spares_give_way() {
+        let (mut raw, gate) = raw(1, Some(64 << 10));
+        let a = raw.alloc_block(0, &gate).unwrap();
+        // SAFETY: `a` is live.
+        unsafe { raw.free_block(a, &gate) };
+        assert_eq!(raw.arenas().current(), 1, "a spare");
+        let big = Layout::from_size_align(40 << 10, 16).unwrap();
+        let block = raw.allocate(big, &gate).expect("the spare makes room");
+        assert_eq!(raw.arenas().current(), 0);
+        assert_eq!(raw.large(), (1, 40 << 10));
+        let too_big = Layout::from_size_align(30 << 10, 16).unwrap();
+        assert_eq!(raw.allocate(too_big, &gate), Err(AllocError));
+        // SAFETY: `block` is live with `big`.
+        unsafe { raw.deallocate(block.cast(), big, &gate) };
+        assert_eq!(raw.large(), (0, 0));
+        raw.check().unwrap();
+    }
+
+    #[test]
+    fn reallocation_stays_in_place_by_cpythons_rule() {
+        let (mut raw, gate) = raw(1, None);
+        let l = |size| Layout::from_size_align(size, 8).unwrap();
+        let block = raw.allocate(l(40), &gate).unwrap().cast::<u8>();
+        // SAFETY: each call passes the live block with the layout it last had.
+        unsafe {
+            let grown = raw.reallocate(block, l(40), l(48), &gate).unwrap();
+            assert_eq!(
+                (grown.cast::<u8>(), grown.len()),
+                (block, 48),
+                "same class: in place"
+            );
+            let shrunk = raw.reallocate(block, l(48), l(37), &gate).unwrap();
+            assert_eq!(
+                shrunk.cast::<u8>(),
+                block,
+                "37 of 48 bytes stay used: in place"
+            );
+            let moved = raw.reallocate(block, l(37), l(8), &gate).unwrap();
+            assert_ne!(
+                moved.cast::<u8>(),
+                block,
+                "8 of 48 bytes: moves to a small class"
+            );
+            let large = raw.reallocate(moved.cast(), l(8), l(4000), &gate).unwrap();
+            assert_eq!(raw.large(), (1, 4000));
+            raw.deallocate(large.cast(), l(4000), &gate);
+        }
+        raw.check().unwrap();
+    }
+}
