@@ -307,13 +307,21 @@ impl DebugLayer {
         let block = if is_small(inner) {
             let class = class_of(inner.size());
             // The block about to be handed out must still hold what its free left: a link
-            // inside its pool, and the freed pattern after it. Checked before it is taken.
-            if let Some((pool, next)) = raw.next_block(class) {
+            // inside its pool, and the freed pattern after it. Checked before it is taken when
+            // its pool is in use; a block of a pool taken from its arena is checked once out.
+            let peeked = raw.next_block(class);
+            if let Some((pool, next)) = peeked {
                 // SAFETY: `next` is the first free block of a pool in use, holding a link
                 // and, in debug mode, the freed pattern (`Fill::Freed`, or a debug free).
                 unsafe { Self::check_free_block(pool, next, len)? };
             }
-            raw.alloc_block(class, gate).ok_or(AllocError)?
+            let block = raw.alloc_block(class, gate).ok_or(AllocError)?;
+            if peeked.is_none() {
+                // SAFETY: a block of `len` bytes just handed out, carved with the freed
+                // pattern or freed by this layer; its first word held a link.
+                unsafe { check_freed(Freed::Memory, block, len, LINK)? };
+            }
+            block
         } else {
             match raw.allocate_large(inner, gate) {
                 Ok(block) => block.cast(),

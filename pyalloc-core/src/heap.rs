@@ -166,6 +166,8 @@ type DeferredFree = Option<(NonNull<u8>, Layout)>;
 #[derive(Debug, Default)]
 struct DeferredFrees {
     frees: [Cell<DeferredFree>; 8],
+    /// How many of `frees` are set, so the way in looks at them only when there are some.
+    pending: Cell<usize>,
     /// Frees that found the array full: leaked, never aliased. Counted for `check()`.
     leaked: Cell<usize>,
 }
@@ -173,13 +175,23 @@ struct DeferredFrees {
 impl DeferredFrees {
     fn push(&self, ptr: NonNull<u8>, layout: Layout) {
         match self.frees.iter().find(|f| f.get().is_none()) {
-            Some(free) => free.set(Some((ptr, layout))),
+            Some(free) => {
+                free.set(Some((ptr, layout)));
+                self.pending.set(self.pending.get() + 1);
+            }
             None => self.leaked.set(self.leaked.get() + 1),
         }
     }
 
+    #[inline]
     fn take(&self) -> DeferredFree {
-        self.frees.iter().find_map(Cell::take)
+        if self.pending.get() == 0 {
+            return None;
+        }
+        let free = self.frees.iter().find_map(Cell::take);
+        debug_assert!(free.is_some());
+        self.pending.set(self.pending.get() - 1);
+        free
     }
 }
 
