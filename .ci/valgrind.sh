@@ -3,8 +3,8 @@
 # are live, freed or uninitialised (client requests, pyalloc-core/src/valgrind.rs), so use after
 # free, uninitialised reads and leaks inside arenas are seen as they are in malloc'd memory.
 #
-# 1. The test suites and the minipy example run under memcheck and must report 0 errors and
-#    0 definitely lost blocks (`--error-exitcode=1`).
+# 1. The test suites and minipy (package minipy: its tests, and one run of each workload) run
+#    under memcheck and must report 0 errors and 0 definitely lost blocks (`--error-exitcode=1`).
 # 2. Deliberate mistakes (pyalloc-core/tests/valgrind_memcheck.rs's ignored tests, and the
 #    debug-mode tests that touch freed memory on purpose) must each be reported
 #    (`--error-exitcode=99`): proof that memcheck really sees inside the pools.
@@ -35,8 +35,8 @@ MEMCHECK=(valgrind --leak-check=full --errors-for-leak-kinds=definite --show-lea
     --num-callers=30)
 
 # Build every test binary with the feature and find each one's executable by target name.
-cargo build --locked -p pyalloc --features valgrind --example minipy
-cargo test --locked -p pyalloc-core -p pyalloc --features valgrind --no-run \
+cargo build --locked -p minipy --features valgrind
+cargo test --locked -p pyalloc-core -p pyalloc -p minipy --features valgrind --no-run \
     --message-format=json >"$LOGS/build.json"
 declare -A BIN
 while read -r name exe; do
@@ -47,7 +47,7 @@ for name in model minipy pyalloc_core valgrind_memcheck heap debug_mode unhappy 
     [[ -x "${BIN[$name]:-}" ]] || { echo "valgrind.sh: no test binary named $name" >&2; exit 1; }
 done
 bin() { echo "${BIN[$1]}"; }
-MINIPY="$CARGO_TARGET_DIR/debug/examples/minipy"
+MINIPY="$CARGO_TARGET_DIR/debug/minipy"
 
 # The debug-mode tests that read or write freed memory on purpose: memcheck must catch them.
 DELIBERATE_DEBUG=(freed_blocks_are_filled_with_the_dead_pattern
@@ -105,7 +105,7 @@ spawn clean debug_mode "$(bin debug_mode)" "${SKIPS[@]}"
 spawn clean unhappy "$(bin unhappy)"
 spawn clean derive "$(bin derive)"
 for w in nqueens json_dumps float richards; do
-    spawn clean "minipy-$w" "$MINIPY" "$w" --size 1
+    spawn clean "minipy-$w" "$MINIPY" "$w" --size 1 --runs 1
 done
 wait
 

@@ -9,20 +9,25 @@
 //! off, or the system allocator; the runtime code is the same in the three modes.
 //!
 //! ```text
-//! cargo run --release --example minipy                     # every workload, every mode, a table
-//! cargo run --release --example minipy -- nqueens          # one workload, every mode
-//! cargo run --release --example minipy -- float --mode system --size 2
+//! cargo run --release -p minipy                         # every workload, every mode, a table
+//! cargo run --release -p minipy -- nqueens --runs 9     # one workload, every mode, 9 runs
+//! cargo run --release -p minipy -- float --mode system --size 2
+//! cargo run --release -p minipy -- --help
 //! ```
 //!
-//! Every workload checks its result against a known answer (CPython 3.11's), the modes must
-//! agree, and after each run in a pyalloc mode every block must be back (the heap's live
-//! blocks return to where they started and `Heap::check` passes). Any failure exits non-zero.
+//! Each mode runs each workload `--runs` times (5 by default), the modes taking turns run by
+//! run, each run on a fresh heap; the table gives the median time and the min-max spread.
+//! Every run checks its result against a known answer (CPython 3.11's), all runs of all modes
+//! must agree, and after each run in a pyalloc mode every block must be back (no live block
+//! left, `Heap::check` passes, and nothing in use once the free lists are cleared). Any
+//! failure exits non-zero.
 
 mod model;
 #[cfg(test)]
 mod tests;
 mod workloads;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -56,32 +61,22 @@ impl Mode {
     fn parse(s: &str) -> Option<Mode> {
         Mode::ALL.into_iter().find(|m| m.name() == s)
     }
-}
 
-/// The two heaps of the pyalloc modes, each shared by every workload of a run of the command
-/// (like one interpreter running them one after another).
-struct Heaps {
-    free_lists: Heap,
-    no_free_lists: Heap,
-}
-
-impl Heaps {
-    fn new() -> Heaps {
-        Heaps {
-            free_lists: Heap::new(),
-            no_free_lists: Heap::with_config(HeapConfig::new().free_lists(false))
-                .expect("a valid configuration"),
-        }
-    }
-
-    fn of(&self, mode: Mode) -> Option<&Heap> {
-        match mode {
-            Mode::Pyalloc => Some(&self.free_lists),
-            Mode::NoFreeList => Some(&self.no_free_lists),
+    /// A fresh heap for one run in this mode: `None` for the system allocator.
+    fn fresh_heap(self) -> Option<Heap> {
+        match self {
+            Mode::Pyalloc => Some(Heap::new()),
+            Mode::NoFreeList => Some(
+                Heap::with_config(HeapConfig::new().free_lists(false))
+                    .expect("a valid configuration"),
+            ),
             Mode::System => None,
         }
     }
 }
+
+/// Runs per mode when `--runs` is not given.
+const DEFAULT_RUNS: usize = 5;
 
 /// Blocks handed out and not resting on a free list, plus large allocations: the memory
 /// that live objects hold.
@@ -99,9 +94,8 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
-/// One workload in one mode.
-struct Outcome {
-    mode: Mode,
+/// One run of one workload in one mode.
+struct Run {
     /// Wall-clock time of the run.
     wall: Duration,
     /// CPU time of the run (user and system, page faults included), when the OS tells it:
@@ -111,14 +105,26 @@ struct Outcome {
     result: Result<String, String>,
     /// What the free lists did during the run (pyalloc modes).
     lists: Option<FreeListSnapshot>,
-    /// A problem with the heap after the run: leaked blocks or a broken invariant.
-    heap_problem: Option<String>,
 }
 
-/// Runs `w` with `size` in `mode`, timing the runtime's whole life (its creation, the
-/// workload, and the freeing of everything).
-fn run_mode(w: &Workload, mode: Mode, heaps: &Heaps, size: usize) -> Outcome {
-    let heap = heaps.of(mode);
+impl Run {
+    /// The time the table compares: CPU time where the OS gives it, else wall-clock time.
+    fn secs(&self) -> f64 {
+        self.cpu.unwrap_or(self.wall).as_secs_f64()
+    }
+}
+
+/// Runs `w` with `size` in `mode` on `heap` (a fresh one, `None` in mode system), timing the
+/// runtime's whole life (its creation, the workload, and the freeing of everything). A
+/// problem with the heap afterwards (a block still live, a broken invariant) goes to
+/// `failures`.
+fn run_once(
+    w: &Workload,
+    mode: Mode,
+    heap: Option<&Heap>,
+    size: usize,
+    failures: &mut Vec<String>,
+) -> Run {
     let before = heap.map(FreeListSnapshot::of);
     let live_before = heap.map(|h| live_blocks(&h.stats()));
     let mem = heap.map_or(Memory::System, Memory::Pyalloc);
@@ -132,28 +138,60 @@ fn run_mode(w: &Workload, mode: Mode, heaps: &Heaps, size: usize) -> Outcome {
     let lists = heap
         .zip(before)
         .map(|(h, b)| FreeListSnapshot::of(h).since(&b));
-    let heap_problem = heap.and_then(|h| {
+    if let Some(h) = heap {
         let live = live_blocks(&h.stats());
         if Some(live) != live_before {
-            return Some(format!(
+            failures.push(format!(
                 "{} in mode {}: {live} blocks live after the run, {} before: objects leaked",
                 w.name,
                 mode.name(),
                 live_before.unwrap_or(0)
             ));
         }
-        h.check()
-            .err()
-            .map(|e| format!("{} in mode {}: heap check failed: {e}", w.name, mode.name()))
-    });
-    Outcome {
-        mode,
+        if let Err(e) = h.check() {
+            failures.push(format!(
+                "{} in mode {}: heap check failed: {e}",
+                w.name,
+                mode.name()
+            ));
+        }
+    }
+    Run {
         wall,
         cpu,
         result,
         lists,
-        heap_problem,
     }
+}
+
+/// The end of a run's heap: with its free lists cleared, nothing may be left in use, and its
+/// invariants must hold.
+fn retire_heap(heap: &Heap, what: &str, failures: &mut Vec<String>) {
+    heap.clear_free_lists();
+    let stats = heap.stats();
+    if stats.blocks_in_use() != 0 || stats.large_allocations() != 0 {
+        failures.push(format!(
+            "{what}: {} blocks and {} large allocations still in use after clearing the free lists",
+            stats.blocks_in_use(),
+            stats.large_allocations()
+        ));
+    }
+    if let Err(e) = heap.check() {
+        failures.push(format!("{what}: heap check failed: {e}"));
+    }
+}
+
+/// The median, minimum and maximum of `xs` (not empty).
+fn spread(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
 }
 
 /// A free list's hit rate: allocations served from the list.
@@ -166,41 +204,66 @@ fn hit_rate(s: &FreeListStats) -> String {
     }
 }
 
-/// The results of one workload in every mode run.
+/// Every run of one workload, in every mode asked for.
 struct Row {
-    name: &'static str,
+    workload: &'static Workload,
     size: usize,
-    outcomes: Vec<Outcome>,
+    /// Per mode, its runs in order.
+    modes: Vec<(Mode, Vec<Run>)>,
+    /// The heap of mode pyalloc's last run, kept for the report (retired after it).
+    last_heap: Option<Heap>,
 }
 
 impl Row {
-    fn outcome(&self, mode: Mode) -> Option<&Outcome> {
-        self.outcomes.iter().find(|o| o.mode == mode)
+    fn runs(&self, mode: Mode) -> Option<&[Run]> {
+        self.modes
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, r)| r.as_slice())
     }
 
-    /// Every failure of this row: a missed known answer, modes that disagree, heap problems.
+    /// Per run, `mode`'s time divided by mode system's (the two ran one after the other).
+    fn ratios_to_system(&self, mode: Mode) -> Option<Vec<f64>> {
+        let runs = self.runs(mode)?;
+        let system = self.runs(Mode::System)?;
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(system)
+            .filter(|(_, s)| s.secs() > 0.0)
+            .map(|(r, s)| r.secs() / s.secs())
+            .collect();
+        (!ratios.is_empty()).then_some(ratios)
+    }
+
+    /// The answer of every run, or the first run's error.
+    fn answer(&self) -> Option<&String> {
+        self.modes
+            .iter()
+            .flat_map(|(_, runs)| runs)
+            .find_map(|r| r.result.as_ref().ok())
+    }
+
+    /// Every failure of the answers: a missed known answer, runs or modes that disagree.
     fn failures(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for o in &self.outcomes {
-            if let Err(e) = &o.result {
-                out.push(format!("{} in mode {}: {e}", self.name, o.mode.name()));
-            }
-            out.extend(o.heap_problem.clone());
-        }
-        let oks: Vec<(&Outcome, &String)> = self
-            .outcomes
-            .iter()
-            .filter_map(|o| o.result.as_ref().ok().map(|r| (o, r)))
-            .collect();
-        if let Some((first, answer)) = oks.first() {
-            for (o, r) in &oks[1..] {
-                if r != answer {
-                    out.push(format!(
-                        "{}: modes disagree: {} gave {answer:?}, {} gave {r:?}",
-                        self.name,
-                        first.mode.name(),
-                        o.mode.name()
-                    ));
+        let answer = self.answer();
+        for (mode, runs) in &self.modes {
+            for (i, run) in runs.iter().enumerate() {
+                match &run.result {
+                    Err(e) => out.push(format!(
+                        "{} in mode {}, run {}: {e}",
+                        self.workload.name,
+                        mode.name(),
+                        i + 1
+                    )),
+                    Ok(r) if Some(r) != answer => out.push(format!(
+                        "{}: runs disagree: mode {} run {} gave {r:?}, another gave {:?}",
+                        self.workload.name,
+                        mode.name(),
+                        i + 1,
+                        answer.map_or("", |a| a.as_str())
+                    )),
+                    Ok(_) => {}
                 }
             }
         }
@@ -208,165 +271,273 @@ impl Row {
     }
 }
 
-/// Prints the table: one line per workload, time per mode, ratios to the system allocator,
-/// free-list hit rates (pyalloc mode).
+/// Prints the table: per workload and mode, the median time of its runs with their spread,
+/// and the ratio to the system allocator.
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<11} {:>5} {:>10} {:>11} {:>10} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6}",
-        "workload",
-        "size",
-        "pyalloc",
-        "nofreelist",
-        "system",
-        "pya/sys",
-        "nofl/sys",
-        "float",
-        "list",
-        "dict",
-        "tuple"
+        "{:<11} {:>5} {:<11} {:>9} {:>15} {:>10} {:>11}",
+        "workload", "size", "mode", "median s", "min-max s", "vs system", "min-max"
     );
-    println!("{}", "-".repeat(103));
+    println!("{}", "-".repeat(77));
     for row in rows {
-        let secs = |m: Mode| {
-            row.outcome(m)
-                .map(|o| o.cpu.unwrap_or(o.wall).as_secs_f64())
-        };
-        let time = |m: Mode| secs(m).map_or("-".into(), |s| format!("{s:.3} s"));
-        let ratio = |m: Mode| match (secs(m), secs(Mode::System)) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "-".into(),
-        };
-        let lists = row.outcome(Mode::Pyalloc).and_then(|o| o.lists);
-        let rates: Vec<String> = match lists {
-            Some(l) => l.named().iter().map(|(_, s)| hit_rate(s)).collect(),
-            None => vec!["-".into(); 4],
-        };
-        println!(
-            "{:<11} {:>5} {:>10} {:>11} {:>10} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6}",
-            row.name,
-            row.size,
-            time(Mode::Pyalloc),
-            time(Mode::NoFreeList),
-            time(Mode::System),
-            ratio(Mode::Pyalloc),
-            ratio(Mode::NoFreeList),
-            rates[0],
-            rates[1],
-            rates[2],
-            rates[3]
-        );
+        for (i, (mode, runs)) in row.modes.iter().enumerate() {
+            let secs: Vec<f64> = runs.iter().map(Run::secs).collect();
+            let (median, min, max) = spread(&secs);
+            let (ratio, ratio_spread) = match row.ratios_to_system(*mode) {
+                Some(r) if *mode != Mode::System => {
+                    let (m, lo, hi) = spread(&r);
+                    (format!("{m:.2}"), format!("{lo:.2}-{hi:.2}"))
+                }
+                _ => ("-".into(), "".into()),
+            };
+            let (name, size) = if i == 0 {
+                (row.workload.name, row.size.to_string())
+            } else {
+                ("", String::new())
+            };
+            let line = format!(
+                "{name:<11} {size:>5} {:<11} {median:>9.3} {:>15} {ratio:>10} {ratio_spread:>11}",
+                mode.name(),
+                format!("{min:.3}-{max:.3}"),
+            );
+            println!("{}", line.trim_end());
+        }
     }
     println!();
     let cpu = rows
         .iter()
-        .all(|r| r.outcomes.iter().all(|o| o.cpu.is_some()));
+        .flat_map(|r| &r.modes)
+        .all(|(_, runs)| runs.iter().all(|r| r.cpu.is_some()));
     if cpu {
-        println!("times: CPU time of each run (user + system, page faults included), which a");
-        println!("shared machine disturbs less than wall-clock time (listed further down).");
+        println!("times: CPU time of a run (user + system, page faults included), which a shared");
+        println!("machine disturbs less than wall-clock time (listed further down).");
     } else {
-        println!("times: wall-clock time of each run.");
+        println!("times: wall-clock time of a run.");
     }
-    println!("pya/sys, nofl/sys: time relative to the system allocator (below 1: faster).");
-    println!("float..tuple: free-list hit rate in mode pyalloc (allocations served from the");
-    println!("list; the twenty tuple lists together); nofreelist's lists have capacity 0.");
+    println!("median s, min-max s: over the runs of the mode, each on a fresh heap.");
+    println!("vs system: time relative to the system allocator in the same run (below 1:");
+    println!("faster), the median over the runs and their spread.");
     println!();
     for row in rows {
-        if let Some(Ok(answer)) = row.outcomes.first().map(|o| &o.result) {
-            println!("{:<11} {answer}", row.name);
+        if let Some(answer) = row.answer() {
+            println!("{:<11} {answer}", row.workload.name);
         }
     }
 }
 
-/// Prints the wall-clock times, and each pyalloc-mode free list's full figures, per row.
+/// Prints the median wall-clock times, and the free lists' figures in mode pyalloc (its last
+/// run; every run starts from a fresh heap, so they all count the same).
 fn print_details(rows: &[Row]) {
     println!();
-    println!("wall-clock time per mode:");
+    println!("wall-clock time per mode, median over the runs:");
     for row in rows {
         let walls: Vec<String> = row
-            .outcomes
+            .modes
             .iter()
-            .map(|o| format!("{} {:.3} s", o.mode.name(), o.wall.as_secs_f64()))
+            .map(|(mode, runs)| {
+                let w: Vec<f64> = runs.iter().map(|r| r.wall.as_secs_f64()).collect();
+                format!("{} {:.3} s", mode.name(), spread(&w).0)
+            })
             .collect();
-        println!("  {:<11} {}", row.name, walls.join("  "));
+        println!("  {:<11} {}", row.workload.name, walls.join("  "));
+    }
+    let lists: Vec<(&str, FreeListSnapshot)> = rows
+        .iter()
+        .filter_map(|row| {
+            let last = row.runs(Mode::Pyalloc)?.last()?;
+            Some((row.workload.name, last.lists?))
+        })
+        .collect();
+    if lists.is_empty() {
+        return;
     }
     println!();
-    println!("free lists in mode pyalloc, per workload: hits / misses / pushes / overflows");
-    for row in rows {
-        if let Some(lists) = row.outcome(Mode::Pyalloc).and_then(|o| o.lists) {
-            let parts: Vec<String> = lists
-                .named()
-                .iter()
-                .map(|(name, s)| {
-                    format!(
-                        "{name} {}/{}/{}/{}",
-                        s.hits, s.misses, s.pushes, s.overflows
-                    )
-                })
-                .collect();
-            println!("  {:<11} {}", row.name, parts.join("  "));
-        }
+    println!("free lists in mode pyalloc, one run: hit rate (allocations served from the list;");
+    println!("the twenty tuple lists together) and hits / misses / pushes / overflows");
+    for (name, l) in lists {
+        let parts: Vec<String> = l
+            .named()
+            .iter()
+            .map(|(list, s)| {
+                format!(
+                    "{list} {} {}/{}/{}/{}",
+                    hit_rate(s),
+                    s.hits,
+                    s.misses,
+                    s.pushes,
+                    s.overflows
+                )
+            })
+            .collect();
+        println!("  {:<11} {}", name, parts.join("  "));
     }
+    println!("(nofreelist's lists have capacity 0.)");
 }
 
-const USAGE: &str = "\
-usage: minipy                                   every workload, every mode, a table
-       minipy WORKLOAD [--mode MODE] [--size N] one workload (every mode unless --mode)
-WORKLOAD: nqueens, json_dumps, float, richards
-MODE:     pyalloc (free lists on), nofreelist (free lists off), system (glibc malloc)";
+/// The per-workload heap report: the heap of mode pyalloc after the workload's last run,
+/// before anything else is done to it (its free lists still hold their slots). Further views
+/// of that heap belong here.
+fn print_heap_summary(name: &str, heap: &Heap) {
+    println!();
+    println!("heap of mode pyalloc after {name}'s last run (every object freed; what remains");
+    println!("are the slots resting on free lists), in sys._debugmallocstats()'s layout:");
+    println!();
+    print!("{}", heap.stats());
+}
+
+/// The help text, with each workload's unit and default size.
+fn usage() -> String {
+    let mut u = String::from(
+        "\
+minipy: a miniature CPython object model on pyalloc, timed on pyperformance-style
+workloads in three memory modes. Every result is checked against CPython's, and every
+block must come back to its heap.
+
+usage: minipy [WORKLOAD...] [--mode MODE]... [--size N] [--runs N]
+
+  WORKLOAD         nqueens, json_dumps, float or richards; several may be given
+                   (default: all four)
+  -m, --mode MODE  pyalloc (pymalloc with CPython's free lists), nofreelist (the same
+                   heap with free lists off) or system (glibc malloc); repeat it for
+                   several (default: all three)
+  -s, --size N     work per run, in the workload's unit (default: the workload's own)
+  -r, --runs N     runs per mode, each on a fresh heap; a time is the median of the
+                   runs, printed with their min-max spread (default: ",
+    );
+    u += &format!("{DEFAULT_RUNS})\n  -h, --help       this text\n\nworkloads (default size):\n");
+    for w in WORKLOADS {
+        u += &format!("  {:<11} {:>3} {}\n", w.name, w.default_size, w.unit);
+    }
+    u += "\nProgress goes to stderr, one line per run; the report to stdout. Exit status: 0 when\n\
+          every check passes, 1 when one fails, 2 for a bad command line.";
+    u
+}
 
 /// What the command line asks for.
+#[derive(Debug)]
 struct Request {
     workloads: Vec<&'static Workload>,
     modes: Vec<Mode>,
     size: Option<usize>,
+    runs: usize,
 }
 
-fn parse_args(args: &[String]) -> Result<Request, String> {
-    let mut request = Request {
-        workloads: WORKLOADS.iter().collect(),
-        modes: Mode::ALL.to_vec(),
-        size: None,
+/// What the command line says: run, or print the help.
+#[derive(Debug)]
+enum Command {
+    Run(Request),
+    Help,
+}
+
+/// The value of `option` as a positive integer.
+fn positive(parser: &mut lexopt::Parser, option: &str) -> Result<usize, String> {
+    let value = parser.value().map_err(|e| e.to_string())?;
+    let text = value.to_string_lossy();
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{option} wants a positive integer, not {text:?}")),
+    }
+}
+
+/// Parses the arguments after the program's name.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+
+    let names = || {
+        let n: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+        n.join(", ")
     };
-    let mut it = args.iter();
-    if let Some(first) = it.next() {
-        if first == "-h" || first == "--help" {
-            return Err(String::new());
-        }
-        let w = workloads::find(first).ok_or_else(|| format!("unknown workload {first:?}"))?;
-        request.workloads = vec![w];
-    }
-    while let Some(arg) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--mode" => {
-                let m = Mode::parse(value).ok_or_else(|| format!("unknown mode {value:?}"))?;
-                request.modes = vec![m];
-            }
-            "--size" => {
-                let n = value
-                    .parse()
-                    .map_err(|_| format!("--size wants a positive integer, not {value:?}"))?;
-                if n == 0 {
-                    return Err("--size wants a positive integer".into());
+    let mut workloads: Vec<&'static Workload> = Vec::new();
+    let mut modes = Vec::new();
+    let mut size = None;
+    let mut runs = DEFAULT_RUNS;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('m') | Long("mode") => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                let text = value.to_string_lossy();
+                let mode = Mode::parse(&text).ok_or_else(|| {
+                    format!("unknown mode {text:?} (the modes: pyalloc, nofreelist, system)")
+                })?;
+                if !modes.contains(&mode) {
+                    modes.push(mode);
                 }
-                request.size = Some(n);
             }
-            _ => return Err(format!("unknown argument {arg:?}")),
+            Short('s') | Long("size") => size = Some(positive(&mut parser, "--size")?),
+            Short('r') | Long("runs") => runs = positive(&mut parser, "--runs")?,
+            Value(value) => {
+                let text = value.to_string_lossy();
+                let w = workloads::find(&text).ok_or_else(|| {
+                    format!("unknown workload {text:?} (the workloads: {})", names())
+                })?;
+                if !workloads.iter().any(|x| x.name == w.name) {
+                    workloads.push(w);
+                }
+            }
+            _ => return Err(arg.unexpected().to_string()),
         }
     }
-    Ok(request)
+    if workloads.is_empty() {
+        workloads = WORKLOADS.iter().collect();
+    }
+    if modes.is_empty() {
+        modes = Mode::ALL.to_vec();
+    }
+    Ok(Command::Run(Request {
+        workloads,
+        modes,
+        size,
+        runs,
+    }))
+}
+
+/// Runs every run of `w`, the modes taking turns run by run (so that a slow spell of a shared
+/// machine touches every mode), each run on a fresh heap; prints a line of progress per run.
+fn run_workload(w: &'static Workload, request: &Request, failures: &mut Vec<String>) -> Row {
+    let size = request.size.unwrap_or(w.default_size);
+    let mut row = Row {
+        workload: w,
+        size,
+        modes: request.modes.iter().map(|&m| (m, Vec::new())).collect(),
+        last_heap: None,
+    };
+    for i in 1..=request.runs {
+        let mut progress = format!("minipy: {} run {i}/{}:", w.name, request.runs);
+        for (mode, runs) in &mut row.modes {
+            let heap = mode.fresh_heap();
+            let run = run_once(w, *mode, heap.as_ref(), size, failures);
+            progress += &format!(" {} {:.3} s", mode.name(), run.secs());
+            if run.result.is_err() {
+                progress += " (wrong answer)";
+            }
+            runs.push(run);
+            if let Some(heap) = heap {
+                if *mode == Mode::Pyalloc && i == request.runs {
+                    row.last_heap = Some(heap);
+                } else {
+                    let what = format!("{} in mode {}, run {i}", w.name, mode.name());
+                    retire_heap(&heap, &what, failures);
+                }
+            }
+        }
+        eprintln!("{progress}");
+    }
+    row
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let request = match parse_args(&args) {
-        Ok(r) => r,
+    let request = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run(r)) => r,
+        Ok(Command::Help) => {
+            println!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("minipy: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(if e.is_empty() { 0 } else { 2 });
+            eprintln!("minipy: {e}");
+            eprintln!("run `minipy --help` for the options");
+            return ExitCode::from(2);
         }
     };
 
@@ -376,6 +547,11 @@ fn main() -> ExitCode {
         "length 1..=20); nofreelist = the same heap with free_lists(false); system = the same"
     );
     println!("runtime on glibc malloc (allocator_api2::alloc::Global)");
+    println!(
+        "{} run{} per mode, each on a fresh heap:",
+        request.runs,
+        if request.runs == 1 { "" } else { "s" }
+    );
     for w in &request.workloads {
         println!(
             "  {:<11} size {} = {}",
@@ -386,53 +562,27 @@ fn main() -> ExitCode {
     }
     println!();
 
-    let heaps = Heaps::new();
-    let mut rows = Vec::new();
-    for w in &request.workloads {
-        let size = request.size.unwrap_or(w.default_size);
-        let outcomes = request
-            .modes
-            .iter()
-            .map(|&m| run_mode(w, m, &heaps, size))
-            .collect();
-        rows.push(Row {
-            name: w.name,
-            size,
-            outcomes,
-        });
-    }
+    let mut failures = Vec::new();
+    let rows: Vec<Row> = request
+        .workloads
+        .iter()
+        .map(|w| run_workload(w, &request, &mut failures))
+        .collect();
 
     print_table(&rows);
     print_details(&rows);
-
-    if request.modes.contains(&Mode::Pyalloc) {
-        println!();
-        println!("heap of mode pyalloc after the runs (every object freed; what remains are the");
-        println!("slots resting on free lists), in sys._debugmallocstats()'s layout:");
-        println!();
-        print!("{}", heaps.free_lists.stats());
-    }
-
-    let mut failures: Vec<String> = rows.iter().flat_map(Row::failures).collect();
-    for mode in [Mode::Pyalloc, Mode::NoFreeList] {
-        let heap = heaps.of(mode).expect("a pyalloc mode");
-        heap.clear_free_lists();
-        let stats = heap.stats();
-        if stats.blocks_in_use() != 0 || stats.large_allocations() != 0 {
-            failures.push(format!(
-                "mode {}: {} blocks and {} large allocations still in use after clearing the free lists",
-                mode.name(),
-                stats.blocks_in_use(),
-                stats.large_allocations()
-            ));
-        }
-        if let Err(e) = heap.check() {
-            failures.push(format!("mode {}: heap check failed: {e}", mode.name()));
+    for row in &rows {
+        failures.extend(row.failures());
+        if let Some(heap) = &row.last_heap {
+            print_heap_summary(row.workload.name, heap);
+            let what = format!("{} in mode pyalloc, last run", row.workload.name);
+            retire_heap(heap, &what, &mut failures);
         }
     }
+
     println!();
     if failures.is_empty() {
-        println!("all results match their known answers and agree across modes; no leaks");
+        println!("all results match their known answers and agree across runs and modes; no leaks");
         ExitCode::SUCCESS
     } else {
         for f in &failures {

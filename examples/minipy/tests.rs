@@ -569,16 +569,56 @@ fn richards_counts_match_and_frees_everything() {
     });
 }
 
+// ------------------------------------------------------------------------------------------
+// The command line
+
+/// Parses `line` (split at spaces) as minipy's arguments.
+fn parse(line: &str) -> Result<crate::Command, String> {
+    crate::parse_args(line.split_whitespace().map(std::ffi::OsString::from))
+}
+
+/// The request `line` makes; panics when it is not one.
+fn request(line: &str) -> crate::Request {
+    match parse(line) {
+        Ok(crate::Command::Run(r)) => r,
+        other => panic!("{line:?} gave {other:?}"),
+    }
+}
+
 #[test]
 fn command_line_parses() {
-    let args = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
-    let r = crate::parse_args(&args("")).unwrap();
-    assert_eq!((r.workloads.len(), r.modes.len(), r.size), (4, 3, None));
-    let r = crate::parse_args(&args("float --mode system --size 3")).unwrap();
+    let r = request("");
+    assert_eq!((r.workloads.len(), r.modes.len()), (4, 3));
+    assert_eq!((r.size, r.runs), (None, crate::DEFAULT_RUNS));
+
+    let r = request("float --mode system --size 3");
     assert_eq!(r.workloads[0].name, "float");
     assert_eq!((r.modes, r.size), (vec![crate::Mode::System], Some(3)));
-    assert!(crate::parse_args(&args("nope")).is_err());
-    assert!(crate::parse_args(&args("float --mode fast")).is_err());
-    assert!(crate::parse_args(&args("float --size 0")).is_err());
-    assert!(crate::parse_args(&args("float --size")).is_err());
+
+    // Options before the workload, `=` values, short options, several workloads and modes.
+    let r = request("--runs=2 -s 1 nqueens -m pyalloc richards --mode=system");
+    let names: Vec<&str> = r.workloads.iter().map(|w| w.name).collect();
+    assert_eq!(names, ["nqueens", "richards"]);
+    assert_eq!(r.modes, [crate::Mode::Pyalloc, crate::Mode::System]);
+    assert_eq!((r.size, r.runs), (Some(1), 2));
+
+    // --size alone applies to every workload.
+    let r = request("--size 2");
+    assert_eq!((r.workloads.len(), r.size), (4, Some(2)));
+}
+
+#[test]
+fn command_line_help_and_errors() {
+    for line in ["--help", "-h", "nqueens --help", "--size 2 -h"] {
+        assert!(matches!(parse(line), Ok(crate::Command::Help)), "{line}");
+    }
+    assert!(crate::usage().contains("--runs"));
+    let err = |line: &str| parse(line).expect_err(line);
+    assert!(err("nope").contains("unknown workload \"nope\""));
+    assert!(err("float --mode fast").contains("unknown mode \"fast\""));
+    assert!(err("float --size 0").contains("--size wants a positive integer, not \"0\""));
+    assert!(err("float --size many").contains("--size wants a positive integer"));
+    assert!(err("float --runs -1").contains("--runs wants a positive integer"));
+    assert!(err("float --size").contains("--size"));
+    assert!(err("--frobnicate").contains("--frobnicate"));
 }

@@ -12,8 +12,8 @@ use crate::model::{float_repr, Obj, Runtime};
 /// Points per run, as pyperformance's `POINTS`.
 pub(crate) const POINTS: usize = 100_000;
 
-/// Runs of `POINTS` points per row of the table (about a second per mode).
-pub(crate) const DEFAULT_LOOPS: usize = 10;
+/// Runs of `POINTS` points per run of the command (about 0.2 s per mode on a 2-core VM).
+pub(crate) const DEFAULT_LOOPS: usize = 3;
 
 /// CPython 3.11's `benchmark(n)` result `(x, y, z)` as IEEE-754 bits, for a few sizes.
 pub(crate) const KNOWN: [(usize, [u64; 3]); 3] = [

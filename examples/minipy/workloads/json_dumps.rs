@@ -23,8 +23,8 @@ use smallvec::SmallVec;
 
 use crate::model::{float_repr, Kind, Obj, Runtime};
 
-/// Passes over the four cases per row of the table (about a second per mode).
-pub(crate) const DEFAULT_LOOPS: usize = 80;
+/// Passes over the four cases per run of the command (about 0.25 s per mode on a 2-core VM).
+pub(crate) const DEFAULT_LOOPS: usize = 25;
 
 /// pyperformance's `SIMPLE_DATA`, as text; `json.dumps` gives the same text back.
 pub(crate) const SIMPLE_TEXT: &str =

@@ -15,12 +15,14 @@ use crate::model::Runtime;
 pub(crate) type RunFn = for<'r> fn(&'r Runtime<'r>, usize) -> Result<String, String>;
 
 /// One workload of the command line.
+#[derive(Debug)]
 pub(crate) struct Workload {
     /// Its name, the pyperformance benchmark it is modelled on.
     pub(crate) name: &'static str,
     /// What one unit of `--size` is.
     pub(crate) unit: &'static str,
-    /// The size the no-argument run uses (about a second per mode on a 2-core VM).
+    /// The size the no-argument run uses: about a quarter of a second per run and mode on a
+    /// 2-core VM, so that the default command (5 runs of 3 modes) stays short.
     pub(crate) default_size: usize,
     /// The workload.
     pub(crate) run: RunFn,
