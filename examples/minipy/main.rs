@@ -374,15 +374,29 @@ fn print_details(rows: &[Row]) {
     println!("(nofreelist's lists have capacity 0.)");
 }
 
-/// The per-workload heap report: the heap of mode pyalloc after the workload's last run,
-/// before anything else is done to it (its free lists still hold their slots). Further views
-/// of that heap belong here.
-fn print_heap_summary(name: &str, heap: &Heap) {
+/// The per-workload heap report: the heap of mode pyalloc after the workload's last run, every
+/// object freed, first as it is (its free lists still hold their slots: layer 3 pins layer 1)
+/// in sys._debugmallocstats()'s layout and as an occupancy map, then the map again after
+/// `trim()`.
+fn report_heap(name: &str, heap: &Heap) {
     println!();
     println!("heap of mode pyalloc after {name}'s last run (every object freed; what remains");
     println!("are the slots resting on free lists), in sys._debugmallocstats()'s layout:");
     println!();
-    print!("{}", heap.stats());
+    let stats = heap.stats();
+    print!("{stats}");
+    println!();
+    println!("its arenas, one row each, one character per pool:");
+    print!("{}", stats.occupancy());
+    let trimmed = heap.trim();
+    println!();
+    println!(
+        "after trim(): {} free-list slots freed, {} arenas released, {} KiB purged:",
+        trimmed.free_list_slots,
+        trimmed.arenas_released,
+        trimmed.bytes_purged >> 10
+    );
+    print!("{}", heap.stats().occupancy());
 }
 
 /// The help text, with each workload's unit and default size.
@@ -574,7 +588,7 @@ fn main() -> ExitCode {
     for row in &rows {
         failures.extend(row.failures());
         if let Some(heap) = &row.last_heap {
-            print_heap_summary(row.workload.name, heap);
+            report_heap(row.workload.name, heap);
             let what = format!("{} in mode pyalloc, last run", row.workload.name);
             retire_heap(heap, &what, &mut failures);
         }

@@ -397,17 +397,12 @@ impl Lines {
         self.0.push((label.into(), value));
     }
 
-    /// CPython's `printone`: the label padded to 35 columns (or to the longest label, so a
-    /// long free-list name never pushes its `=` out of line), `=`, the value with thousands
-    /// separators right-aligned in 21.
+    /// CPython's `printone`: the label padded to 35 columns (or one past the longest label,
+    /// so a long free-list name never pushes its `=` out of line), `=`, the value with
+    /// thousands separators right-aligned in 21.
     fn print(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self
-            .0
-            .iter()
-            .map(|(l, _)| l.len())
-            .max()
-            .unwrap_or(0)
-            .max(35);
+        let longest = self.0.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let width = (longest + 1).max(35);
         for (label, value) in &self.0 {
             if label.is_empty() {
                 writeln!(f)?;
@@ -534,6 +529,31 @@ mod tests {
         assert_eq!(PoolState::Full { class: 0 }.symbol(), '#');
         assert_eq!(PoolState::Unused.symbol(), 'o');
         assert_eq!(PoolState::Purged.symbol(), '.');
+    }
+
+    #[test]
+    fn every_value_lines_up_whatever_the_longest_label() {
+        let heap = crate::Heap::new();
+        let key = crate::FreeListKey::new(
+            "3-sized PyTupleObject",
+            core::alloc::Layout::new::<[u64; 6]>(),
+            10,
+        );
+        let slot = heap.alloc_slot(&key).unwrap();
+        // SAFETY: `slot` came from `alloc_slot` with this key and is not used afterwards.
+        unsafe { heap.free_slot(&key, slot) };
+        let text = heap.stats().to_string();
+        let columns: Vec<usize> = text
+            .lines()
+            .filter(|l| !l.starts_with("Small block threshold"))
+            .filter_map(|l| l.find('='))
+            .collect();
+        assert!(columns.len() > 10, "{text}");
+        assert!(columns.iter().all(|&c| c == columns[0]), "{text}");
+        assert!(
+            text.contains("1 free 3-sized PyTupleObjects * 48 bytes each ="),
+            "{text}"
+        );
     }
 
     #[test]
