@@ -382,41 +382,51 @@ fn an_overrun_into_a_pool_blocks_rounding_is_caught() {
     write_out_of_bounds_then_free(24, 24 + 20);
 }
 
-/// A debug heap with one `Node` resting on its list, whose slot was then written.
-fn heap_with_a_written_resting_slot() -> Heap {
+/// A debug heap with one `Node` resting on its list, whose slot was then written, and the slot.
+fn heap_with_a_written_resting_slot() -> (Heap, NonNull<Node>) {
     let heap = debug_heap();
     let a = Pooled::new_in(node(1), &heap);
     let slot = Pooled::as_ptr(&a);
     drop(a);
     // SAFETY: the write after free is the bug under test.
     unsafe { (*slot.as_ptr()).value = 7 };
-    heap
+    (heap, slot)
 }
 
 #[test]
 #[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
 fn clearing_the_free_lists_checks_each_slot() {
-    heap_with_a_written_resting_slot().clear_free_lists();
+    heap_with_a_written_resting_slot().0.clear_free_lists();
 }
 
 #[test]
 #[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
 fn trim_checks_each_slot() {
-    heap_with_a_written_resting_slot().trim();
+    heap_with_a_written_resting_slot().0.trim();
 }
 
 #[test]
 #[should_panic(expected = "pyalloc debug: write after free: slot of the Node free list")]
 fn shrinking_a_free_list_checks_each_slot_it_evicts() {
-    heap_with_a_written_resting_slot().set_free_list_capacity::<Node>(0);
+    heap_with_a_written_resting_slot()
+        .0
+        .set_free_list_capacity::<Node>(0);
 }
 
 #[test]
 fn check_reports_a_written_resting_slot() {
-    let heap = heap_with_a_written_resting_slot();
+    let (heap, slot) = heap_with_a_written_resting_slot();
     let message = heap.check().unwrap_err();
     assert!(message.contains("slot of the Node free list"), "{message}");
-    std::mem::forget(heap); // its slot is corrupt on purpose: don't let Drop meet it
+    assert!(message.contains("byte 0 is 0x07"), "{message}");
+    // SAFETY: the slot is still the heap's; restoring its fill undoes the bug under test.
+    unsafe {
+        slot.as_ptr()
+            .cast::<u8>()
+            .write_bytes(FREED_BYTE, size_of::<Node>())
+    };
+    heap.check().unwrap();
+    assert_eq!(heap.clear_free_lists(), 1);
 }
 
 #[test]

@@ -212,9 +212,13 @@ impl RawHeap {
         // Emptiness first: a pool that was full cannot be empty now, since every pool holds
         // at least two blocks.
         if pool.ref_count() == 0 {
-            // SAFETY: the pool had a free block or a live one besides this: it is in its
-            // class's list (used, or it was full and holds two blocks: excluded above).
-            unsafe { self.pool_became_empty(pool, gate) };
+            // The cached pool empties on every iteration of an alloc/free loop and stays where
+            // it is: tested here, so that loop makes no call.
+            if self.cached_pool != Some(pool) {
+                // SAFETY: the pool had a free block or a live one besides this: it is in its
+                // class's list (used, or it was full and holds two blocks: excluded above).
+                unsafe { self.pool_became_empty(pool, gate) };
+            }
         } else if last_free.is_null() {
             // SAFETY: the pool was full, so in no list.
             unsafe { self.pool_was_full(pool) };
@@ -235,18 +239,20 @@ impl RawHeap {
         unsafe { self.used_pools[pool.class()].push_front(pool) };
     }
 
-    /// The last live block of a used pool was freed: cache it (if it is its class's only pool
-    /// and the spares budget allows) or give it back to its arena.
+    /// The last live block of a used pool that is not the cached one was freed: cache it (if it
+    /// is its class's only pool and the spares budget allows) or give it back to its arena.
     ///
     /// # Safety
     ///
-    /// `pool` is in its class's used-pool list and its last live block was just freed.
+    /// `pool` is in its class's used-pool list, is not the cached pool, and its last live block
+    /// was just freed.
     #[cold]
     #[inline(never)]
     unsafe fn pool_became_empty(&mut self, pool: Pool, gate: &Gate) {
-        if self.cached_pool == Some(pool) {
-            return;
-        }
+        debug_assert!(
+            self.cached_pool != Some(pool),
+            "the cached pool stays cached"
+        );
         // SAFETY: the caller's contract: listed.
         if unsafe { self.used_pools[pool.class()].is_sole(pool) } {
             self.flush_cached_pool(gate);
