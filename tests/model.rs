@@ -24,13 +24,13 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(size, align)| Op::Allocate { size, align, seed: 0 }),
         2 => (size, align)
             .prop_map(|(size, align)| Op::AllocateZeroed { size, align, seed: 0 }),
-        6 => pick.clone().prop_map(|pick| Op::Deallocate { pick }),
-        2 => (pick.clone(), 0..=700u16, new_align.clone(), any::<bool>())
+        6 => pick.prop_map(|pick| Op::Deallocate { pick }),
+        2 => (pick, 0..=700u16, new_align.clone(), any::<bool>())
             .prop_map(|(pick, by, align, zeroed)| Op::Grow { pick, by, align, zeroed, seed: 0 }),
-        2 => (pick.clone(), any::<u16>(), new_align)
+        2 => (pick, any::<u16>(), new_align)
             .prop_map(|(pick, to, align)| Op::Shrink { pick, to, align, seed: 0 }),
         2 => (any::<u8>(), any::<u64>()).prop_map(|(kind, seed)| Op::NewPooled { kind, seed }),
-        2 => pick.clone().prop_map(|pick| Op::DropPooled { pick }),
+        2 => pick.prop_map(|pick| Op::DropPooled { pick }),
         2 => any::<bool>().prop_map(|large| Op::AllocSlot { large, seed: 0 }),
         2 => pick.prop_map(|pick| Op::FreeSlot { pick }),
         1 => Just(Op::ClearFreeLists),
