@@ -218,8 +218,11 @@ pub fn assert_consistent(heap: &Heap) {
     );
 }
 
-/// A live block from `allocate`: its layout and the seed of its bytes.
+/// A live block from `allocate`: the pointer the heap returned (kept, not rebuilt from the
+/// address, so Miri checks every access against the heap's own provenance), its layout and the
+/// seed of its bytes.
 struct Block {
+    ptr: NonNull<u8>,
     layout: Layout,
     seed: u8,
 }
@@ -329,7 +332,7 @@ impl<'h> Model<'h> {
         fill(ptr, layout.size(), seed);
         let old = self
             .blocks
-            .insert(ptr.as_ptr() as usize, Block { layout, seed });
+            .insert(ptr.as_ptr() as usize, Block { ptr, layout, seed });
         assert!(old.is_none(), "{ptr:p} handed out twice");
     }
 
@@ -343,9 +346,8 @@ impl<'h> Model<'h> {
             .keys()
             .nth(usize::from(pick) % self.blocks.len())?;
         let block = self.blocks.remove(&addr)?;
-        let ptr = NonNull::new(addr as *mut u8)?;
-        verify(ptr, block.layout.size(), block.seed, "block");
-        Some((ptr, block))
+        verify(block.ptr, block.layout.size(), block.seed, "block");
+        Some((block.ptr, block))
     }
 
     /// Runs `op` on the heap and on the model, checking what the heap returns.
@@ -517,8 +519,7 @@ impl<'h> Model<'h> {
         let mut spans: Vec<(usize, usize, &str)> = Vec::new();
         for (&addr, block) in &self.blocks {
             assert_eq!(addr % block.layout.align(), 0, "misaligned block {addr:#x}");
-            let ptr = NonNull::new(addr as *mut u8).unwrap();
-            verify(ptr, block.layout.size(), block.seed, "block");
+            verify(block.ptr, block.layout.size(), block.seed, "block");
             spans.push((addr, block.layout.size(), "block"));
         }
         for value in &self.values {
@@ -576,11 +577,10 @@ impl<'h> Model<'h> {
             // SAFETY: the slot came from `alloc_slot` with this key.
             unsafe { self.heap.free_slot(key, slot.ptr) };
         }
-        for (addr, block) in std::mem::take(&mut self.blocks) {
-            let ptr = NonNull::new(addr as *mut u8).unwrap();
-            verify(ptr, block.layout.size(), block.seed, "block");
+        for block in std::mem::take(&mut self.blocks).into_values() {
+            verify(block.ptr, block.layout.size(), block.seed, "block");
             // SAFETY: the model says the block is live with this layout.
-            unsafe { self.heap.deallocate(ptr, block.layout) };
+            unsafe { self.heap.deallocate(block.ptr, block.layout) };
         }
         self.heap.clear_free_lists();
         assert_consistent(self.heap);
