@@ -2,7 +2,8 @@
 //! mapped and unmapped and the pages purged, and fails or panics on demand.
 //!
 //! The counts live in shared [`Counters`], still readable once the source has been moved into
-//! a [`Heap`](pyalloc::Heap) and after the heap is dropped:
+//! a [`Heap`](pyalloc::Heap) and after the heap is dropped; the same handle turns the panic in
+//! `unmap_arena` on and off while the heap runs:
 //!
 //! ```
 //! use pyalloc::{Box, Heap, HeapConfig};
@@ -19,11 +20,12 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyalloc::{ArenaSource, SystemSource};
 
-/// What a [`CountingSource`] has done, shared between the source and the test.
+/// What a [`CountingSource`] has done, shared between the source and the test, and the
+/// switch that makes its `unmap_arena` panic.
 #[derive(Debug, Default)]
 pub struct Counters {
     mapped: AtomicUsize,
@@ -32,6 +34,8 @@ pub struct Counters {
     purges: AtomicUsize,
     bytes_purged: AtomicUsize,
     unmap_panics: AtomicUsize,
+    /// Unmap calls still let through before panicking, and how to panic; `None`: never.
+    unmap_panic: Mutex<Option<(usize, UnmapPanic)>>,
 }
 
 impl Counters {
@@ -70,6 +74,31 @@ impl Counters {
     pub fn unmap_panics(&self) -> usize {
         self.unmap_panics.load(Ordering::Relaxed)
     }
+
+    /// From the next call on, every `unmap_arena` panics as `when` says (`None`: none does).
+    /// For a source already inside a heap; [`CountingSource::panic_in_unmap`] sets the same
+    /// before, with a number of calls let through first.
+    pub fn set_unmap_panic(&self, when: Option<UnmapPanic>) {
+        *self.plan() = when.map(|when| (0, when));
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Option<(usize, UnmapPanic)>> {
+        // A panic never happens while the lock is held: poisoning cannot occur, but is harmless.
+        self.unmap_panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this `unmap_arena` call must panic, and when; counts the calls let through.
+    fn unmap_panic_now(&self) -> Option<UnmapPanic> {
+        let mut plan = self.plan();
+        let (left, when) = plan.as_mut()?;
+        if *left > 0 {
+            *left -= 1;
+            return None;
+        }
+        Some(*when)
+    }
 }
 
 /// When a [`CountingSource`] told to panic in `unmap_arena` does it.
@@ -90,8 +119,6 @@ pub struct CountingSource<S = SystemSource> {
     counters: Arc<Counters>,
     /// Map requests still served; `None`: all of them.
     maps_left: Option<usize>,
-    /// Unmap calls still let through before panicking, and how to panic; `None`: never.
-    unmap_panic: Option<(usize, UnmapPanic)>,
 }
 
 impl CountingSource<SystemSource> {
@@ -115,7 +142,6 @@ impl<S: ArenaSource> CountingSource<S> {
             inner,
             counters: Arc::default(),
             maps_left: None,
-            unmap_panic: None,
         }
     }
 
@@ -127,25 +153,16 @@ impl<S: ArenaSource> CountingSource<S> {
     }
 
     /// Lets `successes` calls of `unmap_arena` through, then panics in every later one, before
-    /// or after unmapping as `when` says. Counts panics in [`Counters::unmap_panics`].
-    pub fn panic_in_unmap(mut self, successes: usize, when: UnmapPanic) -> Self {
-        self.unmap_panic = Some((successes, when));
+    /// or after unmapping as `when` says (until [`Counters::set_unmap_panic`] says otherwise).
+    /// Counts panics in [`Counters::unmap_panics`].
+    pub fn panic_in_unmap(self, successes: usize, when: UnmapPanic) -> Self {
+        *self.counters.plan() = Some((successes, when));
         self
     }
 
     /// The counters, shared with the source: keep this before moving the source into a heap.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
-    }
-
-    /// Whether this `unmap_arena` call must panic, and when; counts the call.
-    fn unmap_panic_now(&mut self) -> Option<UnmapPanic> {
-        let (left, when) = self.unmap_panic.as_mut()?;
-        if *left > 0 {
-            *left -= 1;
-            return None;
-        }
-        Some(*when)
     }
 }
 
@@ -168,7 +185,7 @@ unsafe impl<S: ArenaSource> ArenaSource for CountingSource<S> {
     }
 
     unsafe fn unmap_arena(&mut self, arena: NonNull<u8>, size: usize) {
-        let panic = self.unmap_panic_now();
+        let panic = self.counters.unmap_panic_now();
         if panic == Some(UnmapPanic::BeforeUnmapping) {
             self.counters.unmap_panics.fetch_add(1, Ordering::Relaxed);
             panic!("CountingSource: told to panic in unmap_arena (before unmapping)");
@@ -277,6 +294,29 @@ mod tests {
                 UnmapPanic::AfterUnmapping => assert_eq!(counters.live(), 0),
             }
         }
+    }
+
+    #[test]
+    fn the_unmap_panic_switches_on_and_off() {
+        // Moved into a box as it would be into a heap: only the counters stay with the test.
+        let source = CountingSource::new();
+        let counters = source.counters();
+        let mut source: std::boxed::Box<dyn ArenaSource> = std::boxed::Box::new(source);
+        let size = 16 << 10;
+        let arenas = [(); 3].map(|()| source.map_arena(size).unwrap());
+        counters.set_unmap_panic(Some(UnmapPanic::AfterUnmapping));
+        for arena in &arenas[..2] {
+            // SAFETY: each arena came from this source with `size` and is not used again.
+            let result = catch_unwind(AssertUnwindSafe(|| unsafe {
+                source.unmap_arena(*arena, size)
+            }));
+            assert!(result.is_err(), "every call panics while the switch is on");
+        }
+        counters.set_unmap_panic(None);
+        // SAFETY: as above.
+        unsafe { source.unmap_arena(arenas[2], size) };
+        assert_eq!(counters.unmap_panics(), 2);
+        assert_eq!(counters.live(), 0);
     }
 
     #[cfg(all(unix, not(miri)))]
