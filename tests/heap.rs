@@ -2,44 +2,15 @@
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use pyalloc::{
-    AllocError, Allocator, ArenaSource, Box, FailingSource, Heap, HeapConfig, SystemSource, Vec,
+    AllocError, Allocator, Box, FailingSource, Heap, HeapConfig, SystemSource, Vec,
     DEFAULT_ARENA_SIZE,
 };
-
-/// A tiny deterministic generator, so that "random order" tests repeat exactly.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, (self.next() % (i as u64 + 1)) as usize);
-        }
-    }
-}
+use pyalloc_testkit::{assert_consistent, rng, CountingSource};
 
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
-}
-
-fn assert_identity(heap: &Heap) {
-    let stats = heap.stats();
-    assert_eq!(
-        stats.total(),
-        stats.arena_bytes(),
-        "stats identity broken:\n{stats}"
-    );
-    heap.check().unwrap();
 }
 
 /// Large workloads are too slow under Miri; they shrink there.
@@ -67,7 +38,7 @@ fn collections_work_through_the_heap() {
     assert_eq!(v.iter().sum::<u32>(), 999 * 1000 / 2);
     assert_eq!(map[&150], 300);
     assert!(heap.stats().blocks_in_use() >= 1);
-    assert_identity(&heap);
+    assert_consistent(&heap);
     drop((b, v, map));
     assert_eq!(heap.stats().blocks_in_use(), 0);
     assert_eq!(heap.stats().large_allocations(), 0);
@@ -83,7 +54,7 @@ fn blocks_are_aligned_sized_and_in_their_class() {
         // SAFETY: allocated just above with this layout.
         unsafe { heap.deallocate(block.cast(), layout(size, 1)) };
     }
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]
@@ -164,7 +135,7 @@ fn grow_and_shrink_stay_in_place_when_they_can() {
         assert_eq!(heap.stats().blocks_in_use(), 1);
         heap.deallocate(small.cast(), layout(100, 8));
     }
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]
@@ -195,8 +166,8 @@ fn random_frees_release_arenas() {
         .collect();
     let peak = heap.stats();
     assert!(peak.arenas_current() >= 6, "{peak}");
-    assert_identity(&heap);
-    XorShift(0x9E3779B97F4A7C15).shuffle(&mut blocks);
+    assert_consistent(&heap);
+    rng::rng().shuffle(&mut blocks);
     for b in blocks {
         // SAFETY: each block is live and freed once.
         unsafe { heap.deallocate(b, l) };
@@ -213,7 +184,7 @@ fn random_frees_release_arenas() {
         peak.arenas_current() - after.arenas_current()
     );
     assert_eq!(after.arenas_highwater(), peak.arenas_current());
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]
@@ -231,7 +202,7 @@ fn empty_arenas_kept_is_honoured() {
             unsafe { heap.deallocate(b, l) };
         }
         assert_eq!(heap.stats().arenas_current(), kept, "kept = {kept}");
-        assert_identity(&heap);
+        assert_consistent(&heap);
     }
 }
 
@@ -296,40 +267,14 @@ fn new_pools_come_from_the_most_used_arena() {
         }
     }
     assert_eq!(heap.stats().blocks_in_use(), 0);
-    assert_identity(&heap);
-}
-
-/// A source that counts arenas mapped and unmapped, to prove the heap gives everything back.
-struct CountingSource {
-    inner: SystemSource,
-    mapped: Arc<AtomicUsize>,
-    unmapped: Arc<AtomicUsize>,
-}
-
-// SAFETY: forwards every call to `SystemSource`, which upholds the contract.
-unsafe impl ArenaSource for CountingSource {
-    fn map_arena(&mut self, size: usize) -> Option<NonNull<u8>> {
-        let arena = self.inner.map_arena(size)?;
-        self.mapped.fetch_add(1, Ordering::Relaxed);
-        Some(arena)
-    }
-
-    unsafe fn unmap_arena(&mut self, arena: NonNull<u8>, size: usize) {
-        self.unmapped.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { self.inner.unmap_arena(arena, size) }
-    }
+    assert_consistent(&heap);
 }
 
 #[test]
 fn dropping_the_heap_returns_every_arena() {
-    let mapped = Arc::new(AtomicUsize::new(0));
-    let unmapped = Arc::new(AtomicUsize::new(0));
-    let source = CountingSource {
-        inner: SystemSource,
-        mapped: mapped.clone(),
-        unmapped: unmapped.clone(),
-    };
+    // Counts arenas mapped and unmapped, to prove the heap gives everything back.
+    let source = CountingSource::new();
+    let counters = source.counters();
     let config = HeapConfig::new().arena_size(64 << 10).pool_size(4 << 10);
     let heap = Heap::with_source(config, source).unwrap();
     let mut v = Vec::new_in(&heap);
@@ -337,13 +282,10 @@ fn dropping_the_heap_returns_every_arena() {
     for i in 0..300 {
         v.push(Box::new_in([i as u8; 500], &heap));
     }
-    assert!(mapped.load(Ordering::Relaxed) >= 3);
+    assert!(counters.mapped() >= 3);
     drop(v);
     drop(heap);
-    assert_eq!(
-        mapped.load(Ordering::Relaxed),
-        unmapped.load(Ordering::Relaxed)
-    );
+    assert_eq!(counters.mapped(), counters.unmapped());
 }
 
 #[test]
@@ -382,7 +324,7 @@ fn memory_limit_is_an_alloc_error_and_the_heap_recovers() {
     let stats = heap.stats();
     assert_eq!(stats.blocks_in_use(), 0);
     assert!(stats.arenas_current() <= 1);
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]
@@ -411,7 +353,7 @@ fn a_failing_source_is_an_alloc_error_and_the_heap_recovers() {
         unsafe { heap.deallocate(b, l) };
     }
     assert_eq!(heap.stats().blocks_in_use(), 0);
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]
@@ -426,7 +368,7 @@ fn other_geometries_work() {
         for i in 0..scaled(5000) {
             v.push(Box::new_in([i as u64; 5], &heap));
         }
-        assert_identity(&heap);
+        assert_consistent(&heap);
         assert!(v.iter().enumerate().all(|(i, b)| b[4] == i as u64));
     }
     assert!(Heap::with_config(HeapConfig::new().pool_size(3000)).is_err());
@@ -454,7 +396,7 @@ fn trim_purges_empty_pools_and_clears_free_lists() {
         // Purged pools are reused cleanly afterwards.
         let again: std::vec::Vec<NonNull<u8>> =
             (0..n).map(|_| heap.allocate(l).unwrap().cast()).collect();
-        assert_identity(&heap);
+        assert_consistent(&heap);
         for b in again {
             // SAFETY: live block, freed once.
             unsafe { heap.deallocate(b, l) };
@@ -465,7 +407,7 @@ fn trim_purges_empty_pools_and_clears_free_lists() {
         unsafe { heap.deallocate(b, l) };
     }
     assert_eq!(heap.stats().blocks_in_use(), 0);
-    assert_identity(&heap);
+    assert_consistent(&heap);
 }
 
 #[test]

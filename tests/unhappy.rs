@@ -5,35 +5,9 @@
 
 use std::alloc::Layout;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use pyalloc::{
-    AllocError, ArenaSource, Box, FailingSource, FreeListId, FreeListed, Heap, HeapConfig, Pooled,
-    SystemSource, Vec,
-};
-
-/// Counts arenas in and out, so a test can prove that nothing stays mapped.
-struct Counted<S> {
-    inner: S,
-    balance: Arc<AtomicUsize>,
-}
-
-// SAFETY: forwards every call to `inner`, which upholds the contract.
-unsafe impl<S: ArenaSource> ArenaSource for Counted<S> {
-    fn map_arena(&mut self, size: usize) -> Option<NonNull<u8>> {
-        let arena = self.inner.map_arena(size)?;
-        self.balance.fetch_add(1, Ordering::Relaxed);
-        Some(arena)
-    }
-
-    unsafe fn unmap_arena(&mut self, arena: NonNull<u8>, size: usize) {
-        self.balance.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { self.inner.unmap_arena(arena, size) }
-    }
-}
+use pyalloc::{AllocError, Box, FreeListId, FreeListed, Heap, HeapConfig, Pooled, Vec};
+use pyalloc_testkit::CountingSource;
 
 struct Cell3([u64; 3]);
 
@@ -129,16 +103,19 @@ fn every_arena_failure_is_an_alloc_error() {
         "the workload should need several arenas, needed {full}"
     );
     for successes in 0..=full {
-        let balance = Arc::new(AtomicUsize::new(0));
-        let source = Counted {
-            inner: FailingSource::new(SystemSource, successes),
-            balance: balance.clone(),
-        };
+        // Counts arenas in and out, so the test can prove that nothing stays mapped.
+        let source = CountingSource::new().fail_after(successes);
+        let counters = source.counters();
         let heap = Heap::with_source(small_geometry(), source).unwrap();
         let ok = run_with(&heap);
         assert_eq!(ok, successes >= full, "with {successes} of {full} arenas");
+        assert_eq!(
+            ok,
+            counters.failed_maps() == 0,
+            "failures are refused arenas"
+        );
         drop(heap);
-        assert_eq!(balance.load(Ordering::Relaxed), 0, "an arena stayed mapped");
+        assert_eq!(counters.live(), 0, "an arena stayed mapped");
     }
 }
 
