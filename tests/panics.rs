@@ -3,7 +3,7 @@
 //! programs passed before the heap had one gated way in, and only Miri saw the aliasing.
 
 use std::alloc::Layout;
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::panic::{self, catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -13,26 +13,7 @@ use pyalloc::{
     Allocator, ArenaSource, Box, FreeListed, Heap, HeapConfig, Pooled, SystemSource,
     MAX_FREE_LIST_CAPACITY,
 };
-
-/// Unmaps as asked, then panics while `PANIC_ON_UNMAP` is set on this thread: a source whose
-/// bookkeeping fails after the fact.
-struct PanickingUnmap;
-
-// SAFETY: forwards to `SystemSource`, which upholds the contract; the panic comes after the
-// arena is unmapped, so nothing is lost or used again.
-unsafe impl ArenaSource for PanickingUnmap {
-    fn map_arena(&mut self, size: usize) -> Option<NonNull<u8>> {
-        SystemSource.map_arena(size)
-    }
-
-    unsafe fn unmap_arena(&mut self, arena: NonNull<u8>, size: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { SystemSource.unmap_arena(arena, size) };
-        if PANIC_ON_UNMAP.with(Cell::get) {
-            panic!("unmap_arena failed");
-        }
-    }
-}
+use pyalloc_testkit::{Counters, CountingSource, UnmapPanic};
 
 /// What the panic hook does on the thread that armed it.
 #[derive(Clone, Copy)]
@@ -45,9 +26,14 @@ enum HookAction {
 }
 
 thread_local! {
-    static HEAP: Heap =
-        Heap::with_source(HeapConfig::new().empty_arenas_kept(0), PanickingUnmap).unwrap();
-    static PANIC_ON_UNMAP: Cell<bool> = const { Cell::new(false) };
+    /// This thread's heap, with no spares (its last free unmaps its arena) and a source whose
+    /// `unmap_arena` panics, after unmapping, while `COUNTERS` says so.
+    static HEAP: Heap = {
+        let source = CountingSource::new();
+        COUNTERS.with(|c| c.set(source.counters()).expect("one heap per thread"));
+        Heap::with_source(HeapConfig::new().empty_arenas_kept(0), source).unwrap()
+    };
+    static COUNTERS: OnceCell<Arc<Counters>> = const { OnceCell::new() };
     static HOOK: Cell<HookAction> = const { Cell::new(HookAction::Nothing) };
     static HOOK_ALLOCATED: Cell<Option<bool>> = const { Cell::new(None) };
 }
@@ -79,6 +65,15 @@ fn install_hook() {
                 }),
             }
         }));
+    });
+}
+
+/// Makes this thread's heap's source panic in `unmap_arena` (after unmapping), or not.
+fn panic_on_unmap(on: bool) {
+    HEAP.with(|_| ()); // the heap, and so its counters, exist
+    COUNTERS.with(|c| {
+        let counters = c.get().expect("set by HEAP");
+        counters.set_unmap_panic(on.then_some(UnmapPanic::AfterUnmapping));
     });
 }
 
@@ -115,11 +110,11 @@ fn a_source_that_panics_leaves_true_figures_and_refuses_re_entry() {
         let arenas_before = heap.stats().arenas_current();
         let block = Box::new_in([7u64; 4], heap);
         HOOK_ALLOCATED.with(|c| c.set(None));
-        PANIC_ON_UNMAP.with(|p| p.set(true));
+        panic_on_unmap(true);
         // The last block of the only arena: freeing it unmaps the arena, and the source panics
         // while the heap is busy. The hook's allocation must be refused, not aliased.
         panics_with_hook(HookAction::Allocate, || drop(block));
-        PANIC_ON_UNMAP.with(|p| p.set(false));
+        panic_on_unmap(false);
         assert_eq!(
             HOOK_ALLOCATED.with(Cell::get),
             Some(false),
@@ -145,9 +140,9 @@ fn a_free_from_a_busy_heaps_panic_hook_is_deferred_not_lost() {
         // A large block lives outside the arenas; the pool block is its arena's only one.
         let large = heap.allocate(L1000).unwrap().cast::<u8>();
         let block = Box::new_in([7u64; 4], heap);
-        PANIC_ON_UNMAP.with(|p| p.set(true));
+        panic_on_unmap(true);
         panics_with_hook(HookAction::Free(large, L1000), || drop(block));
-        PANIC_ON_UNMAP.with(|p| p.set(false));
+        panic_on_unmap(false);
         // The hook's free arrived while the heap was busy: deferred, then done on the next
         // way in. Nothing is leaked and nothing was aliased.
         heap.check().unwrap();
