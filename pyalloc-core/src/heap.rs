@@ -227,6 +227,16 @@ fn misuse(misuse: Misuse) -> ! {
     panic!("{misuse}")
 }
 
+/// What an allocation through the way in comes to: the memory, an `AllocError` (out of
+/// memory, or a re-entrant call), or a misuse's panic once the core is released.
+fn allocation<T>(result: Result<Result<T, DebugError>, Reentrant>) -> Result<T, AllocError> {
+    match result {
+        Ok(Ok(memory)) => Ok(memory),
+        Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
+        Ok(Err(DebugError::Misuse(m))) => misuse(m),
+    }
+}
+
 /// Panics for a re-entrant call that has no error to return.
 #[cold]
 #[inline(never)]
@@ -532,11 +542,7 @@ impl Heap {
                     .map_err(DebugError::from),
             }
         });
-        match result {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
-            Ok(Err(DebugError::Misuse(m))) => misuse(m),
-        }
+        allocation(result)
     }
 
     /// The typed and keyed push: the hit path is a gate test and a list push; a full list goes
@@ -604,11 +610,7 @@ impl Heap {
             Some(debug) => debug.allocate(&mut core.raw, layout, gate),
             None => core.raw.allocate(layout, gate).map_err(DebugError::from),
         });
-        match result {
-            Ok(Ok(block)) => Ok(block),
-            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
-            Ok(Err(DebugError::Misuse(m))) => misuse(m),
-        }
+        allocation(result)
     }
 
     /// # Safety
@@ -646,11 +648,7 @@ impl Heap {
             // SAFETY: the caller's contract: a live block of this heap that `old` fits.
             None => unsafe { core.raw.reallocate(ptr, old, new, gate) }.map_err(DebugError::from),
         });
-        match result {
-            Ok(Ok(block)) => Ok(block),
-            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
-            Ok(Err(DebugError::Misuse(m))) => misuse(m),
-        }
+        allocation(result)
     }
 }
 
