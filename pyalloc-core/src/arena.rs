@@ -226,6 +226,11 @@ impl Arenas {
         true
     }
 
+    /// Whether a unit of the budget is lent to layer 2.
+    pub(crate) fn spare_lent(&self) -> bool {
+        self.spare_lent
+    }
+
     /// Layer 2 gives back the unit lent by [`lend_spare`](Self::lend_spare).
     pub(crate) fn take_back_spare(&mut self) {
         self.spare_lent = false;

@@ -16,6 +16,12 @@
 //! The gate is closed around every call out of the core (the arena source) and around every
 //! slow-path operation as a whole; the fast paths call nothing out and cannot panic, so they
 //! need not close it.
+//!
+//! ```text
+//! closed  ⇒  fast_limit == 0;   open  ⇒  fast_limit == open_limit
+//! the core is borrowed  ⇒  closed, or the borrower is a fast path (which calls out only
+//!                          with the gate closed, and does not panic)
+//! ```
 
 use core::cell::Cell;
 

@@ -17,6 +17,15 @@
 //! pool where it is, in its class's list, as its one *cached empty pool*. The cache borrows one
 //! unit of the spares budget from layer 1 ([`Arenas::lend_spare`]) while it holds a pool, so a
 //! fully freed heap still keeps at most `empty_arenas_kept` spares.
+//!
+//! ## Invariants (checked by [`RawHeap::check`])
+//! ```text
+//! pool ∈ used_pools[c]  ⇔  pool in use, pool.class == c, pool.first_free != null
+//! pool in use, pool.ref_count == 0  ⇒  pool == cached_pool
+//! cached_pool != None  ⇔  arenas.spare_lent
+//! large_count, large_bytes == the number and bytes of live system blocks
+//! arenas.mapped_bytes() + large_bytes <= memory_limit
+//! ```
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -484,6 +493,17 @@ impl RawHeap {
             if !listed.contains(&pool) {
                 return Err(format!("cached pool {:p} is not listed", pool.addr()));
             }
+        }
+        if self.cached_pool.is_some() != self.arenas.spare_lent() {
+            return Err(format!(
+                "cached pool {:?} but a spare {} lent",
+                self.cached_pool.map(Pool::addr),
+                if self.arenas.spare_lent() {
+                    "is"
+                } else {
+                    "is not"
+                }
+            ));
         }
         for (arena_index, addr) in self.arenas.pools_in_use() {
             // SAFETY: a pool in use of this heap.
