@@ -23,6 +23,8 @@ enum HookAction {
     Allocate,
     /// Free this block of `HEAP`, of this layout.
     Free(NonNull<u8>, Layout),
+    /// Free this block of `HEAP` without its size.
+    FreeUnsized(NonNull<u8>),
 }
 
 thread_local! {
@@ -57,6 +59,10 @@ fn install_hook() {
                         // SAFETY: allocated just above with `L32`.
                         unsafe { heap.deallocate(block.cast(), L32) };
                     }
+                }),
+                HookAction::FreeUnsized(block) => HEAP.with(|heap| {
+                    // SAFETY: the test hands the hook a live unsized block of `HEAP`, freed once.
+                    unsafe { heap.deallocate_unsized(block) }
                 }),
                 HookAction::Free(block, layout) => HEAP.with(|heap| {
                     // SAFETY: the test hands the hook a live block of `HEAP` with its layout,
@@ -149,6 +155,24 @@ fn a_free_from_a_busy_heaps_panic_hook_is_deferred_not_lost() {
         let stats = heap.stats();
         assert_eq!(stats.large_allocations(), 0);
         assert_eq!(stats.blocks_in_use(), 0);
+    });
+}
+
+#[test]
+fn a_free_without_a_size_from_a_busy_heaps_panic_hook_is_deferred_not_lost() {
+    HEAP.with(|heap| {
+        // A large unsized block is a `malloc` block: under Miri, a free that was lost would be
+        // reported as a leak.
+        let large = heap.allocate_unsized(2000).unwrap();
+        let small = heap.allocate_unsized(16).unwrap();
+        let block = Box::new_in([7u64; 4], heap);
+        // SAFETY: a live unsized block, freed once.
+        unsafe { heap.deallocate_unsized(small) };
+        panic_on_unmap(true);
+        panics_with_hook(HookAction::FreeUnsized(large), || drop(block));
+        panic_on_unmap(false);
+        heap.check().unwrap();
+        assert_eq!(heap.stats().blocks_in_use(), 0);
     });
 }
 

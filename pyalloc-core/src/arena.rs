@@ -41,6 +41,17 @@
 //!
 //! Every call into the source is made with the heap's [`Gate`] closed, after the table has been
 //! updated, so a source that panics leaves the figures true and cannot re-enter the heap.
+//!
+//! ## Which addresses are ours: the arena map
+//! C's `free(p)` carries no size and no owner, so a heap that serves it must tell its own
+//! pointers from anyone else's without reading the memory they point to. CPython 3.11 keeps a
+//! three-level radix tree over its (page-aligned) arenas for this (`arena_map_is_used`).
+//! Arenas here are aligned to their size, so one bit per arena-sized slot of the address space
+//! answers it: [`ArenaMap`], a root of leaf pointers (allocated zeroed, so the pages of it that
+//! are never written cost no memory) and 4 KiB leaves of bits, made as arenas arrive.
+//! ```text
+//! map.contains(a)  ⇔  a lies in an arena mapped now
+//! ```
 
 use core::ptr::NonNull;
 
@@ -49,6 +60,117 @@ use crate::os::ArenaSource;
 
 /// "No arena": the null link of the arena lists.
 const NONE: u32 = u32::MAX;
+
+/// The addresses the map covers: `0..1 << ADDRESS_BITS`, the user half of x86-64's and
+/// AArch64's 48-bit address spaces. An arena mapped above (never, without an address hint) is
+/// refused, and a pointer above is never ours.
+const ADDRESS_BITS: u32 = 48;
+
+/// Bits per leaf of the map: one 4 KiB page of them.
+const LEAF_BITS: u32 = 15;
+
+/// One leaf of the map: a bit per arena slot.
+type Leaf = [u64; 1 << (LEAF_BITS - 6)];
+
+/// One bit per arena-sized slot of the address space, set while an arena of this heap is
+/// mapped there: a two-level radix map (see the module docs).
+pub(crate) struct ArenaMap {
+    /// `log2(arena size)`: a slot's number is its address shifted by this.
+    shift: u32,
+    /// The leaves, indexed by `slot >> LEAF_BITS`; allocated zeroed (`vec![None; n]` is a
+    /// zeroed allocation, `None` being null) when the first arena is registered.
+    root: Vec<Option<Box<Leaf>>>,
+    /// Leaves made.
+    leaves: usize,
+}
+
+impl ArenaMap {
+    fn new(arena_size: usize) -> Self {
+        ArenaMap {
+            shift: arena_size.trailing_zeros(),
+            root: Vec::new(),
+            leaves: 0,
+        }
+    }
+
+    /// The root index and the bit of the slot of `addr`, or `None` above the covered range.
+    #[inline(always)]
+    fn position(&self, addr: usize) -> Option<(usize, usize)> {
+        if addr >> ADDRESS_BITS != 0 {
+            return None;
+        }
+        let slot = addr >> self.shift;
+        Some((slot >> LEAF_BITS, slot & ((1 << LEAF_BITS) - 1)))
+    }
+
+    /// Whether `addr` lies in an arena of this heap: three loads, no read outside the map.
+    #[inline(always)]
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        let Some((leaf, bit)) = self.position(addr) else {
+            return false;
+        };
+        match self.root.get(leaf) {
+            Some(Some(words)) => words[bit >> 6] >> (bit & 63) & 1 != 0,
+            _ => false,
+        }
+    }
+
+    /// Marks (or clears) the slot of an arena at `base`. Returns `false`, changing nothing, when
+    /// the arena lies above the covered range or memory for the map cannot be had.
+    fn set(&mut self, base: usize, present: bool) -> bool {
+        let Some((leaf, bit)) = self.position(base) else {
+            return false;
+        };
+        if self.root.is_empty() {
+            let entries = 1usize << (ADDRESS_BITS - self.shift).saturating_sub(LEAF_BITS);
+            if self.root.try_reserve_exact(entries).is_err() {
+                return false;
+            }
+            self.root = vec![None; entries];
+        }
+        let words = match &mut self.root[leaf] {
+            Some(words) => words,
+            None if !present => return true,
+            slot @ None => {
+                let layout = core::alloc::Layout::new::<Leaf>();
+                // SAFETY: a leaf has a non-zero size.
+                let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Leaf>();
+                if ptr.is_null() {
+                    return false;
+                }
+                self.leaves += 1;
+                // SAFETY: a zeroed allocation of a `Leaf` (all-zero is a valid `[u64; N]`), with
+                // the global allocator and `Leaf`'s layout, as `Box` requires.
+                slot.insert(unsafe { Box::from_raw(ptr) })
+            }
+        };
+        if present {
+            words[bit >> 6] |= 1 << (bit & 63);
+        } else {
+            words[bit >> 6] &= !(1 << (bit & 63));
+        }
+        true
+    }
+
+    /// Slots marked, all leaves together.
+    fn marked(&self) -> usize {
+        self.root
+            .iter()
+            .flatten()
+            .map(|leaf| leaf.iter().map(|w| w.count_ones() as usize).sum::<usize>())
+            .sum()
+    }
+
+    /// Bytes the map takes: its root and its leaves.
+    pub(crate) fn bytes(&self) -> usize {
+        self.root.len() * size_of::<Option<Box<Leaf>>>() + self.leaves * size_of::<Leaf>()
+    }
+
+    /// Leaves made.
+    pub(crate) fn leaves(&self) -> usize {
+        self.leaves
+    }
+}
 
 /// One slot of the arena table.
 #[derive(Debug)]
@@ -116,6 +238,8 @@ pub(crate) struct Arenas {
     /// Whether one unit of the budget is lent to layer 2's cached empty pool.
     spare_lent: bool,
     source: Box<dyn ArenaSource + Send>,
+    /// Which addresses lie in the arenas mapped now.
+    map: ArenaMap,
     allocated_total: u64,
     reclaimed: u64,
     highwater: usize,
@@ -143,6 +267,7 @@ impl Arenas {
             empty_arenas: 0,
             spare_lent: false,
             source,
+            map: ArenaMap::new(arena_size),
             allocated_total: 0,
             reclaimed: 0,
             highwater: 0,
@@ -166,6 +291,12 @@ impl Arenas {
     #[inline]
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.current * self.arena_size
+    }
+
+    /// Which addresses lie in the arenas mapped now.
+    #[inline(always)]
+    pub(crate) fn map(&self) -> &ArenaMap {
+        &self.map
     }
 
     /// Arenas mapped now.
@@ -383,9 +514,16 @@ impl Arenas {
             self.objects.try_reserve(1).ok()?;
         }
         let size = self.arena_size;
-        let source = &mut self.source;
-        let base = gate.closed(|| source.map_arena(size))?;
+        let base = gate.closed(|| self.source.map_arena(size))?;
         debug_assert_eq!(base.as_ptr().addr() % self.arena_size, 0);
+        if !self.map.set(base.as_ptr().addr(), true) {
+            // No room for the map, or an address it does not cover: the arena cannot be
+            // told from foreign memory, so it is not used.
+            let source = &mut self.source;
+            // SAFETY: just mapped by this source with this size, and used by no one.
+            gate.closed(|| unsafe { source.unmap_arena(base, size) });
+            return None;
+        }
         // A freed block reaches the heap as the caller's pointer, whose provenance may cover
         // that block only (a `Box` retags it so); the heap finds the block's pool header by
         // address instead, through the arena's own provenance, exposed here.
@@ -429,6 +567,8 @@ impl Arenas {
         self.unused = index;
         self.reclaimed += 1;
         self.current -= 1;
+        let cleared = self.map.set(base.as_ptr().addr(), false);
+        debug_assert!(cleared, "a mapped arena is in the map");
         let size = self.arena_size;
         let source = &mut self.source;
         // SAFETY: `base` was mapped by this source with `arena_size`, and every pool is free,
@@ -540,6 +680,24 @@ impl Arenas {
             if ao.nfree == self.pools_per_arena {
                 empty += 1;
             }
+        }
+        for ao in &self.objects {
+            if let Some(base) = ao.base {
+                let (first, last) = (
+                    base.as_ptr().addr(),
+                    base.as_ptr().addr() + self.arena_size - 1,
+                );
+                if !self.map.contains(first) || !self.map.contains(last) {
+                    return Err(format!("arena {base:p} is missing from the arena map"));
+                }
+            }
+        }
+        let marked = self.map.marked();
+        if marked != self.current {
+            return Err(format!(
+                "arena map marks {marked} arenas, {} are mapped",
+                self.current
+            ));
         }
         if mapped != self.current {
             return Err(format!(
@@ -752,6 +910,43 @@ mod tests {
         assert!(a.take_pool((32 << 10) - 1, &gate).is_none());
         assert_eq!(a.current(), 0);
         assert!(a.take_pool(32 << 10, &gate).is_some());
+    }
+
+    #[test]
+    fn the_map_marks_whole_arenas_and_nothing_else() {
+        let mut map = ArenaMap::new(1 << 20);
+        assert!(!map.contains(0x4000_0000), "an empty map holds nothing");
+        assert_eq!(
+            map.bytes(),
+            0,
+            "nothing is allocated before the first arena"
+        );
+        let base = 0x7f12_3450_0000;
+        assert!(map.set(base, true));
+        assert!(map.contains(base) && map.contains(base + (1 << 20) - 1));
+        assert!(!map.contains(base - 1) && !map.contains(base + (1 << 20)));
+        assert!(!map.contains(usize::MAX) && !map.contains(1 << ADDRESS_BITS));
+        assert!(
+            !map.set(1 << ADDRESS_BITS, true),
+            "above the covered range: refused"
+        );
+        assert_eq!(map.leaves(), 1);
+        // 2^(48 - 20 - 15) root entries of 8 bytes, and one 4 KiB leaf.
+        assert_eq!(map.bytes(), (1 << 13) * 8 + 4096);
+        assert!(map.set(base, false));
+        assert!(!map.contains(base));
+    }
+
+    #[test]
+    fn released_arenas_leave_the_map() {
+        let gate = Gate::new(512);
+        let mut a = arenas(0);
+        let (arena, number) = take(&mut a, &gate);
+        let base = a.objects[arena as usize].base.unwrap().as_ptr().addr();
+        assert!(a.map().contains(base));
+        give(&mut a, (arena, number), &gate);
+        assert_eq!(a.current(), 0);
+        assert!(!a.map().contains(base));
     }
 
     #[test]

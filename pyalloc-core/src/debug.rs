@@ -369,6 +369,29 @@ impl DebugLayer {
         unsafe { check_freed(Freed::Memory, block, len, LINK) }
     }
 
+    /// The layout a block was allocated with, if it is live: how the unsized API finds what
+    /// the caller does not say. A pointer that is neither live nor ours is the system's; one
+    /// that lies in our arenas but is not live is a misuse, named as the sized API names it.
+    pub(crate) fn layout_of(
+        &self,
+        raw: &RawHeap,
+        ptr: NonNull<u8>,
+    ) -> Result<Option<Layout>, Misuse> {
+        if let Some(&(_, layout)) = self.live.get(&ptr.as_ptr().addr()) {
+            return Ok(Some(layout));
+        }
+        if let Some(freed) = self.freed.get(&ptr.as_ptr().addr()) {
+            return Err(Misuse::DoubleFree {
+                ptr,
+                size: freed.size(),
+            });
+        }
+        if raw.owns(ptr.as_ptr()) {
+            return Err(Misuse::ForeignPointer { ptr, size: 0 });
+        }
+        Ok(None)
+    }
+
     /// Checks that `ptr` is a live block of this heap with layout `layout` and intact guards.
     pub(crate) fn check_live(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Misuse> {
         let addr = ptr.as_ptr().addr();

@@ -158,8 +158,9 @@ impl fmt::Display for Reentrant {
     }
 }
 
-/// A free put off until the gate opens: the block and the layout it was freed with.
-type DeferredFree = Option<(NonNull<u8>, Layout)>;
+/// A free put off until the gate opens: the block and the layout it was freed with (`None`
+/// for a free without a size).
+type DeferredFree = Option<(NonNull<u8>, Option<Layout>)>;
 
 /// Frees that arrived re-entrantly, done when the gate next opens. A fixed array beside the
 /// core: recording one must not allocate.
@@ -173,7 +174,7 @@ struct DeferredFrees {
 }
 
 impl DeferredFrees {
-    fn push(&self, ptr: NonNull<u8>, layout: Layout) {
+    fn push(&self, ptr: NonNull<u8>, layout: Option<Layout>) {
         match self.frees.iter().find(|f| f.get().is_none()) {
             Some(free) => {
                 free.set(Some((ptr, layout)));
@@ -299,7 +300,7 @@ impl Heap {
     ///
     /// # Safety
     ///
-    /// The gate is open (a fast-path test against it passed just now, with nothing run since),
+    /// The gate is open (a test against it passed just now, with nothing run since),
     /// and while the returned borrow lives the caller calls nothing out of the core except
     /// through [`Gate::closed`], and does not panic.
     #[inline(always)]
@@ -334,8 +335,14 @@ impl Heap {
     /// Frees what re-entrant calls deferred.
     fn do_deferred_frees(&self) {
         while let Some((ptr, layout)) = self.deferred.take() {
-            // SAFETY: a block of this heap, freed by its owner while the heap was busy.
-            unsafe { self.deallocate_slow(ptr, layout) };
+            // SAFETY: a block of this heap, freed by its owner while the heap was busy, with
+            // the layout it was freed with, or without one.
+            unsafe {
+                match layout {
+                    Some(layout) => self.deallocate_slow(ptr, layout),
+                    None => self.deallocate_unsized_slow(ptr),
+                }
+            }
         }
     }
 
@@ -589,7 +596,7 @@ impl Heap {
         match result {
             Ok(Ok(())) | Ok(Err(DebugError::OutOfMemory)) => {}
             Ok(Err(DebugError::Misuse(m))) => misuse(m),
-            Err(Reentrant) => self.deferred.push(slot, spec.slot_layout),
+            Err(Reentrant) => self.deferred.push(slot, Some(spec.slot_layout)),
         }
     }
 
@@ -630,7 +637,7 @@ impl Heap {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(m)) => misuse(m),
-            Err(Reentrant) => self.deferred.push(ptr, layout),
+            Err(Reentrant) => self.deferred.push(ptr, Some(layout)),
         }
     }
 
@@ -649,6 +656,231 @@ impl Heap {
             None => unsafe { core.raw.reallocate(ptr, old, new, gate) }.map_err(DebugError::from),
         });
         allocation(result)
+    }
+}
+
+/// Without a size: the interface of C's `malloc`/`free` and of CPython's `PyMemAllocatorEx`.
+///
+/// A block of at most 512 bytes comes from a pool; a larger one is the system allocator's own
+/// `malloc` block, as in CPython, and like CPython's it is neither counted in
+/// [`Stats::large_allocations`] nor held to [`HeapConfig::memory_limit`] (a heap cannot tell
+/// it from a block that was never its own). A pointer the heap does not own, whoever allocated
+/// it, is passed to the system allocator: [`Heap::owns`] decides, from the arena map alone.
+///
+/// ```
+/// use pyalloc::Heap;
+///
+/// let heap = Heap::new();
+/// let p = heap.allocate_unsized(40).unwrap();
+/// assert!(heap.owns(p.as_ptr()));
+/// // SAFETY: `p` is a live block of this heap, used by nothing else.
+/// unsafe {
+///     assert_eq!(heap.usable_size(p), 48);
+///     let q = heap.reallocate_unsized(Some(p), 44).unwrap();
+///     assert_eq!(q, p, "44 of 48 bytes stay used: in place");
+///     heap.deallocate_unsized(q);
+/// }
+/// let stack = 0u64;
+/// assert!(!heap.owns(std::ptr::from_ref(&stack).cast()));
+/// ```
+impl Heap {
+    /// Whether `ptr` lies in one of this heap's arenas. Safe for any pointer, including ones
+    /// never allocated by pyalloc: it reads only the heap's arena map (a radix map with a bit
+    /// per arena-sized slot of the address space), never the memory `ptr` points to.
+    ///
+    /// # Panics
+    ///
+    /// When called re-entrantly (from a panic hook running inside this heap).
+    #[inline]
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        if self.gate.is_closed() {
+            reentrant(Reentrant)
+        }
+        // SAFETY: the gate is open; reading the map calls nothing out and cannot panic.
+        unsafe { self.core_fast() }.raw.owns(ptr)
+    }
+
+    /// Memory for `size` bytes, aligned to 16, without a layout; `size` 0 gives a distinct
+    /// pointer (a 1-byte request), as CPython's allocators must.
+    #[inline]
+    pub fn allocate_unsized(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        if size.wrapping_sub(1) < self.gate.fast_limit() {
+            // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out
+            // only through the gate and does not panic.
+            let core = unsafe { self.core_fast() };
+            return core
+                .raw
+                .alloc_block(class_of(size), &self.gate)
+                .ok_or(AllocError);
+        }
+        self.allocate_unsized_slow(size)
+    }
+
+    /// As [`allocate_unsized`](Self::allocate_unsized), zeroed.
+    pub fn allocate_zeroed_unsized(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        let block = self.allocate_unsized(size)?;
+        // SAFETY: a fresh block of at least `size` bytes.
+        unsafe { block.as_ptr().write_bytes(0, size) };
+        Ok(block)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allocate_unsized_slow(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => {
+                let layout = Layout::from_size_align(size.max(1), ALIGNMENT)
+                    .map_err(|_| DebugError::OutOfMemory)?;
+                debug
+                    .allocate(&mut core.raw, layout, gate)
+                    .map(|b| b.cast())
+            }
+            None => core
+                .raw
+                .allocate_unsized(size, gate)
+                .ok_or(DebugError::OutOfMemory),
+        });
+        allocation(result)
+    }
+
+    /// Frees a block without its size: a block of this heap goes back to its pool, any other
+    /// pointer to the system allocator (`free`).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of this heap from the unsized API, or a live block of the system
+    /// allocator (`malloc`), and is not used afterwards. In debug mode a pointer into this
+    /// heap's arenas that is not a live block is reported.
+    #[inline]
+    pub unsafe fn deallocate_unsized(&self, ptr: NonNull<u8>) {
+        if self.gate.fast_paths_open() {
+            // SAFETY: the gate is open; `owns` and `free_block` call out only through the gate
+            // and do not panic.
+            let core = unsafe { self.core_fast() };
+            if core.raw.owns(ptr.as_ptr()) {
+                // SAFETY: a live block in our arenas (the caller's contract): a pool block.
+                unsafe { core.raw.free_block(ptr, &self.gate) };
+            } else {
+                // SAFETY: not ours, so a live `malloc` block (the caller's contract).
+                unsafe { libc::free(ptr.as_ptr().cast()) };
+            }
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.deallocate_unsized_slow(ptr) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`deallocate_unsized`](Self::deallocate_unsized).
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_unsized_slow(&self, ptr: NonNull<u8>) {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => match debug.layout_of(&core.raw, ptr)? {
+                Some(layout) => debug.deallocate(&mut core.raw, ptr, layout, gate),
+                None => {
+                    // SAFETY: not ours, so a live `malloc` block (the caller's contract).
+                    unsafe { libc::free(ptr.as_ptr().cast()) };
+                    Ok(())
+                }
+            },
+            None => {
+                // SAFETY: forwarded contract.
+                unsafe { core.raw.deallocate_unsized(ptr, gate) };
+                Ok(())
+            }
+        });
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => misuse(m),
+            Err(Reentrant) => self.deferred.push(ptr, None),
+        }
+    }
+
+    /// Resizes a block without its old size, by CPython's rules: `None` is a fresh allocation;
+    /// a block of this heap stays in place when the new size fits it and at least three
+    /// quarters of it stays used, and moves otherwise; any other pointer is `realloc`ed by the
+    /// system allocator. On failure the old block is untouched and still live.
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate_unsized`](Self::deallocate_unsized) for a `Some` pointer.
+    pub unsafe fn reallocate_unsized(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let Some(ptr) = ptr else {
+            return self.allocate_unsized(new_size);
+        };
+        if self.gate.fast_paths_open() {
+            // SAFETY: the gate is open and the heap not in debug mode; the raw heap calls out
+            // only through the gate (or to the system allocator, which does not re-enter this
+            // heap) and does not panic; the caller's contract is `reallocate_unsized`'s.
+            let core = unsafe { self.core_fast() };
+            // SAFETY: forwarded contract.
+            return unsafe { core.raw.reallocate_unsized(ptr, new_size, &self.gate) }
+                .ok_or(AllocError);
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.reallocate_unsized_slow(ptr, new_size) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`reallocate_unsized`](Self::reallocate_unsized), with a pointer.
+    #[cold]
+    #[inline(never)]
+    unsafe fn reallocate_unsized_slow(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let result = self.enter(|core, gate| match &mut core.debug {
+            Some(debug) => match debug.layout_of(&core.raw, ptr)? {
+                Some(old) => {
+                    let new = Layout::from_size_align(new_size.max(1), ALIGNMENT)
+                        .map_err(|_| DebugError::OutOfMemory)?;
+                    debug
+                        .reallocate(&mut core.raw, ptr, old, new, gate)
+                        .map(|b| b.cast())
+                }
+                None => {
+                    // SAFETY: not ours, so a live `malloc` block (the caller's contract).
+                    let moved = unsafe { libc::realloc(ptr.as_ptr().cast(), new_size.max(1)) };
+                    NonNull::new(moved.cast()).ok_or(DebugError::OutOfMemory)
+                }
+            },
+            // SAFETY: forwarded contract.
+            None => unsafe { core.raw.reallocate_unsized(ptr, new_size, gate) }
+                .ok_or(DebugError::OutOfMemory),
+        });
+        allocation(result)
+    }
+
+    /// The bytes usable at a live block: at least what was asked for it. For a pool block its
+    /// class's block size (the requested size in debug mode), for anything else what the system
+    /// allocator says (`malloc_usable_size`).
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate_unsized`](Self::deallocate_unsized), except that the block stays live.
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        let result = self.enter(|core, _| match &core.debug {
+            Some(debug) => match debug.layout_of(&core.raw, ptr)? {
+                Some(layout) => Ok(layout.size()),
+                // SAFETY: not ours, so a live `malloc` block (the caller's contract).
+                None => Ok(unsafe { libc::malloc_usable_size(ptr.as_ptr().cast()) }),
+            },
+            // SAFETY: forwarded contract.
+            None => Ok(unsafe { core.raw.usable_size(ptr) }),
+        });
+        match result {
+            Ok(Ok(size)) => size,
+            Ok(Err(m)) => misuse(m),
+            Err(e) => reentrant(e),
+        }
     }
 }
 

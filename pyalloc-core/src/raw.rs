@@ -34,7 +34,7 @@ use std::alloc::{GlobalAlloc, System};
 use allocator_api2::alloc::AllocError;
 
 use crate::arena::Arenas;
-use crate::config::{HeapConfig, NUM_SIZE_CLASSES};
+use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::ArenaSource;
@@ -310,6 +310,98 @@ impl RawHeap {
     pub(crate) fn next_block(&self, class: usize) -> Option<(Pool, NonNull<u8>)> {
         let pool = self.used_pools[class].head()?;
         NonNull::new(pool.first_free()).map(|block| (pool, block))
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Without a size: C's and CPython's interface
+
+    /// Whether `ptr` lies in one of this heap's arenas. Safe for any pointer: it reads only
+    /// the arena map.
+    #[inline(always)]
+    pub(crate) fn owns(&self, ptr: *const u8) -> bool {
+        self.arenas.map().contains(ptr.addr())
+    }
+
+    /// Memory for `size` bytes without a layout (16-aligned): a pool block, or for more than
+    /// 512 bytes the system allocator's own `malloc` block, as CPython does. A request of 0
+    /// bytes is one of 1, so every call gives a distinct pointer.
+    pub(crate) fn allocate_unsized(&mut self, size: usize, gate: &Gate) -> Option<NonNull<u8>> {
+        let size = size.max(1);
+        if size <= SMALL_REQUEST_THRESHOLD {
+            return self.alloc_block(class_of(size), gate);
+        }
+        // SAFETY: `malloc` has no preconditions; it returns null or `size` bytes, aligned to 16
+        // on the 64-bit platforms pyalloc supports.
+        NonNull::new(unsafe { libc::malloc(size) }.cast())
+    }
+
+    /// Frees a block without its size: a pool block goes back to its pool, anything else to
+    /// the system allocator (`free`), as CPython's `free(ctx, p)` does.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of this heap from [`allocate_unsized`](Self::allocate_unsized)
+    /// (or any live pool block of it), or a live `malloc` block of the system allocator.
+    pub(crate) unsafe fn deallocate_unsized(&mut self, ptr: NonNull<u8>, gate: &Gate) {
+        if self.owns(ptr.as_ptr()) {
+            // SAFETY: an address in our arenas that the caller says is live: a pool block.
+            unsafe { self.free_block(ptr, gate) }
+        } else {
+            // SAFETY: not ours, so the caller's contract makes it a live `malloc` block.
+            unsafe { libc::free(ptr.as_ptr().cast()) }
+        }
+    }
+
+    /// The bytes usable at a live block: its class's block size, or what the system allocator
+    /// says (`malloc_usable_size`) for a block that is not ours.
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate_unsized`](Self::deallocate_unsized).
+    pub(crate) unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        if self.owns(ptr.as_ptr()) {
+            // SAFETY: a live pool block of this heap.
+            block_size(unsafe { self.pool_of(ptr) }.class())
+        } else {
+            // SAFETY: a live `malloc` block (the caller's contract).
+            unsafe { libc::malloc_usable_size(ptr.as_ptr().cast()) }
+        }
+    }
+
+    /// Resizes a block without its old size, by CPython's rules (`pymalloc_realloc`): a pool
+    /// block stays in place when the new size fits and at least three quarters of it stays
+    /// used, else moves (to a pool or to the system allocator); a block that is not ours is
+    /// `realloc`ed by the system allocator. On failure the old block is untouched.
+    ///
+    /// # Safety
+    ///
+    /// As [`deallocate_unsized`](Self::deallocate_unsized).
+    pub(crate) unsafe fn reallocate_unsized(
+        &mut self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        gate: &Gate,
+    ) -> Option<NonNull<u8>> {
+        if !self.owns(ptr.as_ptr()) {
+            // SAFETY: a live `malloc` block (the caller's contract); `realloc` of 0 bytes would
+            // free it, so at least 1 is asked, as CPython does.
+            return NonNull::new(
+                unsafe { libc::realloc(ptr.as_ptr().cast(), new_size.max(1)) }.cast(),
+            );
+        }
+        // SAFETY: a live pool block of this heap.
+        let held = block_size(unsafe { self.pool_of(ptr) }.class());
+        if new_size <= held && 4 * new_size > 3 * held {
+            return Some(ptr);
+        }
+        let fresh = self.allocate_unsized(new_size, gate)?;
+        // SAFETY: both blocks are live and distinct, each at least `min(held, new_size)` bytes;
+        // the old one is then freed.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), held.min(new_size));
+            self.free_block(ptr, gate);
+        }
+        Some(fresh)
     }
 
     // ----------------------------------------------------------------------------------------

@@ -173,6 +173,7 @@ pub struct Stats {
     large_allocations: usize,
     large_bytes: usize,
     quarantined: (usize, usize),
+    arena_map: (usize, usize),
     free_lists: Vec<FreeListLine>,
     occupancy: Occupancy,
 }
@@ -268,6 +269,7 @@ impl Stats {
             large_allocations: large_allocations - quarantined.0,
             large_bytes: large_bytes - quarantined.1,
             quarantined,
+            arena_map: (arenas.map().bytes(), arenas.map().leaves()),
             free_lists,
             occupancy,
         }
@@ -382,6 +384,13 @@ impl Stats {
         self.large_bytes
     }
 
+    /// The arena map (which addresses are this heap's, for [`Heap::owns`](crate::Heap::owns)):
+    /// the bytes it takes (its root, allocated zeroed, and its 4 KiB leaves) and its leaves.
+    /// Most of the root is never written and costs address space only.
+    pub fn arena_map(&self) -> (usize, usize) {
+        self.arena_map
+    }
+
     /// Debug mode: freed large blocks held back in the quarantine (see [`Heap`](crate::Heap)'s
     /// "Debug mode"), and the system bytes they hold.
     pub fn quarantined(&self) -> (usize, usize) {
@@ -487,6 +496,10 @@ impl fmt::Display for Stats {
         lines.push(
             format!("{} large blocks (system allocator)", self.large_allocations),
             self.large_bytes,
+        );
+        lines.push(
+            format!("# bytes in arena map ({} leaves)", self.arena_map.1),
+            self.arena_map.0,
         );
         if self.quarantined.0 > 0 {
             lines.push(
