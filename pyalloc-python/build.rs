@@ -15,6 +15,8 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=PYTHON3_CONFIG");
     println!("cargo::rerun-if-env-changed=PYALLOC_PYTHON_NO_PYTHON");
+    // python3-config is looked up on PATH: another PATH may mean another Python.
+    println!("cargo::rerun-if-env-changed=PATH");
     let found = if std::env::var_os("PYALLOC_PYTHON_NO_PYTHON").is_some() {
         Err("PYALLOC_PYTHON_NO_PYTHON is set".to_owned())
     } else {
@@ -133,6 +135,9 @@ fn emit(flags: &LinkFlags) {
     for arg in &flags.args {
         println!("cargo::rustc-link-arg-bins={arg}");
     }
-    println!("cargo::rustc-env=PYALLOC_PYTHON_LIB=lib{}", flags.python_lib);
+    println!(
+        "cargo::rustc-env=PYALLOC_PYTHON_LIB=lib{}",
+        flags.python_lib
+    );
     println!("cargo::rustc-cfg=has_python");
 }

@@ -35,8 +35,7 @@ pub(crate) unsafe trait Sizeless {
     /// # Safety
     ///
     /// `ptr`, if any, came from this allocator and is live; on success it is not used again.
-    unsafe fn reallocate(&self, ptr: Option<NonNull<u8>>, new_size: usize)
-        -> Option<NonNull<u8>>;
+    unsafe fn reallocate(&self, ptr: Option<NonNull<u8>>, new_size: usize) -> Option<NonNull<u8>>;
 }
 
 /// The `PyMemAllocatorEx` whose functions call `alloc`, which is the context pointer.

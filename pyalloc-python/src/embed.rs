@@ -93,6 +93,10 @@ fn current_allocator_name() -> Option<String> {
     // SAFETY: no precondition; it reads the runtime's allocator tables, which the
     // pre-initialisation has set.
     let name = unsafe { _PyMem_GetCurrentAllocatorName() };
-    // SAFETY: non-NULL, it is one of obmalloc.c's static strings.
-    (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, it is one of obmalloc.c's static, NUL-terminated strings.
+    let name = unsafe { CStr::from_ptr(name) };
+    Some(name.to_string_lossy().into_owned())
 }
