@@ -10,6 +10,7 @@
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
+use pyalloc::Heap;
 use pyo3_ffi::PyMemAllocatorEx;
 
 /// An allocator CPython can call through the adapter: CPython's contract in Rust types.
@@ -101,32 +102,29 @@ extern "C" fn free<A: Sizeless>(ctx: *mut c_void, ptr: *mut c_void) {
     unsafe { a.deallocate(ptr) }
 }
 
-/// The system allocator (libc), with CPython's rules for zero sizes: the stand-in until the
-/// heap frees without a size.
-pub(crate) struct System;
-
-// SAFETY: glibc's malloc returns 16-aligned memory on 64-bit targets, a distinct block for
-// every request of at least one byte (zero is made one), and `free`/`realloc` take no size.
-unsafe impl Sizeless for System {
+// SAFETY: the unsized API's blocks are 16-aligned (`allocate_unsized`), a zero-byte request
+// is a one-byte one (a distinct block), and `deallocate_unsized`/`reallocate_unsized` take its
+// blocks without a size (and pass pointers the heap does not own to the system allocator).
+unsafe impl Sizeless for Heap {
+    #[inline]
     fn allocate(&self, size: usize) -> Option<NonNull<u8>> {
-        // SAFETY: malloc has no precondition.
-        NonNull::new(unsafe { libc::malloc(size.max(1)) }.cast())
+        self.allocate_unsized(size).ok()
     }
 
+    #[inline]
     fn allocate_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
-        // SAFETY: calloc has no precondition.
-        NonNull::new(unsafe { libc::calloc(size.max(1), 1) }.cast())
+        self.allocate_zeroed_unsized(size).ok()
     }
 
+    #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) {
-        // SAFETY: the caller passes a live block from malloc/calloc/realloc.
-        unsafe { libc::free(ptr.as_ptr().cast()) }
+        // SAFETY: forwarded contract: a live block from this heap's unsized API.
+        unsafe { self.deallocate_unsized(ptr) }
     }
 
+    #[inline]
     unsafe fn reallocate(&self, ptr: Option<NonNull<u8>>, new_size: usize) -> Option<NonNull<u8>> {
-        let old = ptr.map_or(ptr::null_mut(), |p| p.as_ptr().cast());
-        // SAFETY: the caller passes NULL or a live block from malloc/calloc/realloc; a size of
-        // at least one byte keeps glibc from freeing it and returning NULL.
-        NonNull::new(unsafe { libc::realloc(old, new_size.max(1)) }.cast())
+        // SAFETY: forwarded contract: `None` or a live block from this heap's unsized API.
+        unsafe { self.reallocate_unsized(ptr, new_size) }.ok()
     }
 }

@@ -1,5 +1,6 @@
 //! Pre-initialisation, the allocator's installation, `Py_BytesMain`, statistics at the end.
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, CStr};
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -12,7 +13,9 @@ use pyo3_ffi::{
     Py_PreInitializeFromBytesArgs, Py_ssize_t,
 };
 
-use crate::adapter::{self, System};
+use pyalloc::Heap;
+
+use crate::adapter;
 
 unsafe extern "C" {
     /// The name of the allocator set CPython installed (`"pymalloc"`, `"malloc"`,
@@ -23,6 +26,38 @@ unsafe extern "C" {
 
 /// The environment variable that asks for pyalloc's statistics on stderr at the end.
 const STATS_VAR: &str = "PYALLOC_PYTHON_STATS";
+
+/// The heap behind CPython's OBJ and MEM domains: one heap for both, as pymalloc is.
+///
+/// `Heap` is not `Sync` (it is built for one thread), and CPython calls the two domains from
+/// whichever thread runs Python code.
+struct GilHeap(UnsafeCell<Option<Heap>>);
+
+// SAFETY: CPython calls the OBJ and MEM domains' functions (PyObject_Malloc, PyMem_Malloc, and
+// their calloc/realloc/free) only from a thread that holds the GIL, one at a time (under -X
+// dev the debug hooks check it: "Python memory allocator called without holding the GIL"). The
+// GIL is a lock, so each call into the heap ends before the next begins, on any thread, and
+// what one call wrote is visible to the next: the heap is used as by one thread. The cell is
+// written once, by `GilHeap::install`, before Python runs and so before it starts a thread; the
+// statistics are read after `Py_BytesMain` has finalised the interpreter, when no thread can
+// take the GIL again.
+unsafe impl Sync for GilHeap {}
+
+static HEAP: GilHeap = GilHeap(UnsafeCell::new(None));
+
+impl GilHeap {
+    /// Creates the heap (it maps nothing until its first allocation).
+    ///
+    /// # Safety
+    ///
+    /// Called once, before CPython is initialised (no other thread uses the heap yet), and
+    /// the heap is used afterwards only as `GilHeap`'s `Sync` argument says.
+    unsafe fn install(&'static self) -> &'static Heap {
+        // SAFETY: by the contract nothing else reads or writes the cell now; the reference
+        // handed out is shared, and the cell is never written again.
+        unsafe { (*self.0.get()).insert(Heap::new()) }
+    }
+}
 
 /// Runs CPython on pyalloc with this process's command line; returns the exit status.
 pub(crate) fn run() -> i32 {
@@ -41,12 +76,14 @@ pub(crate) fn run() -> i32 {
     // made CPython wrap its domains in the debug hooks.
     let debug_hooks = current_allocator_name().is_some_and(|name| name.ends_with("_debug"));
 
-    let backend: &'static System = &System;
-    let mut table = adapter::allocator_ex(backend);
+    // SAFETY: once, before the initialisation; the heap is used by the domains' functions,
+    // which CPython calls with the GIL held, and read for the statistics after finalisation.
+    let heap = unsafe { HEAP.install() };
+    let mut table = adapter::allocator_ex(heap);
     // SAFETY: after the pre-initialisation and before the initialisation nothing has been
     // allocated in the MEM and OBJ domains, so every block they free is one of ours (CPython's
-    // documented window for PyMem_SetAllocator); CPython copies the table. `backend` may be
-    // called from any thread: the system allocator is thread-safe.
+    // documented window for PyMem_SetAllocator); CPython copies the table. CPython calls MEM
+    // and OBJ with the GIL held, which is what sharing `heap` between them needs (`GilHeap`).
     unsafe {
         PyMem_SetAllocator(PyMemAllocatorDomain::PYMEM_DOMAIN_MEM, &mut table);
         PyMem_SetAllocator(PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ, &mut table);
@@ -63,7 +100,9 @@ pub(crate) fn run() -> i32 {
     // configuration.
     let status = unsafe { Py_BytesMain(argc, argv.as_mut_ptr()) };
     if want_stats {
-        eprintln!("pyalloc-python: the system allocator serves OBJ and MEM: no statistics");
+        // After finalisation: the objects CPython freed are gone; the arena counts show what
+        // the run needed.
+        eprint!("pyalloc-python: statistics at exit\n{}", heap.stats());
     }
     status
 }
