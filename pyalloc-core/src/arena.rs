@@ -104,12 +104,13 @@ impl ArenaMap {
     }
 
     /// Whether `addr` lies in an arena of this heap: three loads, no read outside the map.
+    /// The root has exactly one entry per leaf of the covered range, so its bounds check alone
+    /// turns away an address above the range (or any address before the first arena).
     #[inline(always)]
     pub(crate) fn contains(&self, addr: usize) -> bool {
-        let Some((leaf, bit)) = self.position(addr) else {
-            return false;
-        };
-        match self.root.get(leaf) {
+        let slot = addr >> self.shift;
+        let bit = slot & ((1 << LEAF_BITS) - 1);
+        match self.root.get(slot >> LEAF_BITS) {
             Some(Some(words)) => words[bit >> 6] >> (bit & 63) & 1 != 0,
             _ => false,
         }

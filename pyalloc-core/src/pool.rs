@@ -274,7 +274,7 @@ impl Pool {
     /// # Safety
     ///
     /// The pool's free list is empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn carve_next(self, fill: Fill) -> bool {
         let h = self.header();
         // SAFETY: a valid header; the carved block lies inside the pool because

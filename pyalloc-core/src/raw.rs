@@ -148,23 +148,23 @@ impl RawHeap {
         };
         // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
         let (block, ran_dry) = unsafe { pool.pop_free() };
-        if ran_dry {
-            self.refill_or_retire(pool, class);
+        // A pool being filled runs dry on every allocation: its next block is carved inline
+        // (CPython's `pymalloc_pool_extend`), and only a pool that is full leaves its list
+        // out of line.
+        // SAFETY: the pool's free list is empty when `ran_dry`.
+        if ran_dry && !unsafe { pool.carve_next(self.fill) } {
+            self.retire(pool, class);
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
         Some(block)
     }
 
-    /// The head pool of `class` ran out of free blocks: carve one more, or unlink it as full.
+    /// The head pool of `class` is full: it leaves its class's list.
     #[cold]
     #[inline(never)]
-    fn refill_or_retire(&mut self, pool: Pool, class: usize) {
-        // SAFETY: `pool` is the head of `class`'s used list with an empty free list.
-        unsafe {
-            if !pool.carve_next(self.fill) {
-                self.used_pools[class].remove(pool);
-            }
-        }
+    fn retire(&mut self, pool: Pool, class: usize) {
+        // SAFETY: `pool` is the head of `class`'s used list.
+        unsafe { self.used_pools[class].remove(pool) };
     }
 
     /// No pool of `class` has a free block: take an empty pool from layer 1.
