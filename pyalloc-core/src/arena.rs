@@ -78,10 +78,13 @@ pub(crate) struct ArenaMap {
     /// `log2(arena size)`: a slot's number is its address shifted by this.
     shift: u32,
     /// The leaves, indexed by `slot >> LEAF_BITS`; allocated zeroed (`vec![None; n]` is a
-    /// zeroed allocation, `None` being null) when the first arena is registered.
+    /// zeroed allocation, `None` being null) when the first arena is registered. Most of it is
+    /// never written, so nothing walks it whole: see `leaf_indices`.
     root: Vec<Option<Box<Leaf>>>,
-    /// Leaves made.
-    leaves: usize,
+    /// The root indices that hold a leaf, so that counting and dropping the map cost one step
+    /// per leaf, not one per root entry (up to 2^19 with 16 KiB arenas, and a page fault per
+    /// 512 of them).
+    leaf_indices: Vec<usize>,
 }
 
 impl ArenaMap {
@@ -89,7 +92,7 @@ impl ArenaMap {
         ArenaMap {
             shift: arena_size.trailing_zeros(),
             root: Vec::new(),
-            leaves: 0,
+            leaf_indices: Vec::new(),
         }
     }
 
@@ -133,13 +136,16 @@ impl ArenaMap {
             Some(words) => words,
             None if !present => return true,
             slot @ None => {
+                if self.leaf_indices.try_reserve(1).is_err() {
+                    return false;
+                }
                 let layout = core::alloc::Layout::new::<Leaf>();
                 // SAFETY: a leaf has a non-zero size.
                 let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Leaf>();
                 if ptr.is_null() {
                     return false;
                 }
-                self.leaves += 1;
+                self.leaf_indices.push(leaf);
                 // SAFETY: a zeroed allocation of a `Leaf` (all-zero is a valid `[u64; N]`), with
                 // the global allocator and `Leaf`'s layout, as `Box` requires.
                 slot.insert(unsafe { Box::from_raw(ptr) })
@@ -155,21 +161,35 @@ impl ArenaMap {
 
     /// Slots marked, all leaves together.
     fn marked(&self) -> usize {
-        self.root
+        self.leaf_indices
             .iter()
-            .flatten()
+            .filter_map(|&i| self.root[i].as_ref())
             .map(|leaf| leaf.iter().map(|w| w.count_ones() as usize).sum::<usize>())
             .sum()
     }
 
     /// Bytes the map takes: its root and its leaves.
     pub(crate) fn bytes(&self) -> usize {
-        self.root.len() * size_of::<Option<Box<Leaf>>>() + self.leaves * size_of::<Leaf>()
+        self.root.len() * size_of::<Option<Box<Leaf>>>()
+            + self.leaf_indices.len() * size_of::<Leaf>()
     }
 
     /// Leaves made.
     pub(crate) fn leaves(&self) -> usize {
-        self.leaves
+        self.leaf_indices.len()
+    }
+}
+
+impl Drop for ArenaMap {
+    /// Frees the leaves, then the root without visiting its entries (a `Vec`'s drop would visit
+    /// every one, touching every page of a root that is mostly never written).
+    fn drop(&mut self) {
+        for &i in &self.leaf_indices {
+            self.root[i] = None;
+        }
+        // SAFETY: every entry is `None` now (the leaves were just dropped), which owns nothing,
+        // so forgetting the entries leaks nothing; the buffer itself is still freed by `Vec`.
+        unsafe { self.root.set_len(0) };
     }
 }
 
