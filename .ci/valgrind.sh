@@ -53,8 +53,21 @@ MINIPY="$CARGO_TARGET_DIR/debug/minipy"
 DELIBERATE_DEBUG=(freed_blocks_are_filled_with_the_dead_pattern
     write_after_free_is_caught_when_the_block_is_reused
     write_to_a_slot_on_a_free_list_is_caught_when_popped)
+# The debug mode's own write-after-free tests: each writes into memory the core has told
+# memcheck is no longer addressable (a freed pool block, a quarantined large block, a slot
+# resting out of band), so memcheck must report each as an invalid write.
+DELIBERATE_WRITES=(write_to_the_first_word_of_a_resting_slot_is_caught
+    write_after_free_into_a_large_block_is_caught_by_check
+    write_after_free_into_a_large_block_is_caught_by_trim
+    write_after_free_into_a_large_block_is_caught_when_it_leaves_the_quarantine
+    write_after_free_is_caught_before_the_pool_is_recycled
+    a_corrupted_free_block_link_is_caught_before_it_is_followed
+    clearing_the_free_lists_checks_each_slot
+    trim_checks_each_slot
+    shrinking_a_free_list_checks_each_slot_it_evicts
+    check_reports_a_written_resting_slot)
 SKIPS=()
-for t in "${DELIBERATE_DEBUG[@]}"; do SKIPS+=(--skip "$t"); done
+for t in "${DELIBERATE_DEBUG[@]}" "${DELIBERATE_WRITES[@]}"; do SKIPS+=(--skip "$t"); done
 
 FAILED="$LOGS/failed"
 : >"$FAILED"
@@ -128,6 +141,9 @@ spawn caught "debug_mode::${DELIBERATE_DEBUG[1]}" "Invalid write" \
     "$DM" --exact "${DELIBERATE_DEBUG[1]}"
 spawn caught "debug_mode::${DELIBERATE_DEBUG[2]}" "Invalid write" \
     "$DM" --exact "${DELIBERATE_DEBUG[2]}"
+for t in "${DELIBERATE_WRITES[@]}"; do
+    spawn caught "debug_mode::$t" "Invalid write" "$DM" --exact "$t"
+done
 wait
 
 if [[ -s "$FAILED" ]]; then

@@ -261,11 +261,8 @@ unsafe fn check_freed(
     if len <= from {
         return Ok(());
     }
-    valgrind::make_defined(ptr.as_ptr(), len);
     // SAFETY: within the `len` bytes the caller vouches for.
-    let found = unsafe { first_mismatch(ptr.as_ptr().add(from), len - from, FREED_BYTE) };
-    valgrind::make_noaccess(ptr.as_ptr(), len);
-    match found {
+    match unsafe { first_mismatch(ptr.as_ptr().add(from), len - from, FREED_BYTE) } {
         None => Ok(()),
         Some((offset, value)) => Err(Misuse::WriteAfterFree {
             what,
@@ -275,6 +272,25 @@ unsafe fn check_freed(
             value,
         }),
     }
+}
+
+/// [`check_freed`] on memory at rest (a freed block, a quarantined one, a resting slot), which
+/// memcheck sees as no access: readable for the check, no access again after it.
+///
+/// # Safety
+///
+/// As [`check_freed`].
+unsafe fn check_at_rest(
+    what: Freed,
+    ptr: NonNull<u8>,
+    len: usize,
+    from: usize,
+) -> Result<(), Misuse> {
+    valgrind::make_defined(ptr.as_ptr(), len);
+    // SAFETY: forwarded contract.
+    let found = unsafe { check_freed(what, ptr, len, from) };
+    valgrind::make_noaccess(ptr.as_ptr(), len);
+    found
 }
 
 /// What the debug mode remembers.
@@ -366,7 +382,7 @@ impl DebugLayer {
             });
         }
         // SAFETY: the block is `len` bytes of the pool.
-        unsafe { check_freed(Freed::Memory, block, len, LINK) }
+        unsafe { check_at_rest(Freed::Memory, block, len, LINK) }
     }
 
     /// The layout a block was allocated with, if it is live: how the unsized API finds what
@@ -530,7 +546,7 @@ impl DebugLayer {
         let inner = inner_layout(layout).expect("quarantined layouts have an inner layout");
         let block = inner_of(ptr, layout);
         // SAFETY: a quarantined block is an inner block of `inner.size()` bytes, still ours.
-        unsafe { check_freed(Freed::Memory, block, inner.size(), 0)? };
+        unsafe { check_at_rest(Freed::Memory, block, inner.size(), 0)? };
         self.quarantine.pop_front();
         self.quarantine_bytes -= inner.size();
         // SAFETY: a system block of this heap with layout `inner`, freed by the user.
@@ -584,7 +600,7 @@ impl DebugLayer {
         let list = lists.list(id, spec)?;
         if let Some(&slot) = list.out_of_band().last() {
             // SAFETY: a resting slot is a live debug block of the slot layout.
-            unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+            unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
             list.pop_out_of_band();
             valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
             return Ok(slot);
@@ -635,8 +651,9 @@ impl DebugLayer {
             let spec = *list.spec();
             while let Some(&slot) = list.out_of_band().last() {
                 // SAFETY: a resting slot is a live debug block of the slot layout.
-                unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+                unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
                 list.drain_one();
+                valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
                 self.deallocate(raw, slot, spec.slot_layout, gate)?;
                 count += 1;
             }
@@ -665,8 +682,9 @@ impl DebugLayer {
         while list.stats().len > capacity as usize {
             let slot = *list.out_of_band().last().expect("len counts the slots");
             // SAFETY: a resting slot is a live debug block of the slot layout.
-            unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
+            unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
             list.drain_one();
+            valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
             self.deallocate(raw, slot, spec.slot_layout, gate)?;
         }
         Ok(())
@@ -691,7 +709,7 @@ impl DebugLayer {
         for &(ptr, layout) in &self.quarantine {
             let inner = inner_layout(layout).expect("quarantined layouts have an inner layout");
             // SAFETY: a quarantined inner block, still ours.
-            unsafe { check_freed(Freed::Memory, inner_of(ptr, layout), inner.size(), 0) }
+            unsafe { check_at_rest(Freed::Memory, inner_of(ptr, layout), inner.size(), 0) }
                 .map_err(err)?;
         }
         let mut resting = HashSet::new();
@@ -706,7 +724,7 @@ impl DebugLayer {
                     ));
                 }
                 // SAFETY: a resting slot is a live debug block of the slot layout.
-                unsafe { check_freed(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0) }
+                unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0) }
                     .map_err(err)?;
             }
         }
