@@ -236,7 +236,11 @@ proptest! {
                         }
                         _ => malloc(size.max(1)),
                     };
-                    prop_assert_eq!(p.as_ptr().addr() % 16, 0);
+                    // The heap's blocks are 16-aligned; a foreign one is as `malloc` made it
+                    // (Miri's gives 8 to a request under 16 bytes).
+                    if !matches!(op, Op::Foreign(_)) {
+                        prop_assert_eq!(p.as_ptr().addr() % 16, 0);
+                    }
                     prop_assert!(live.iter().all(|&(q, _, _)| q != p), "{:p} handed out twice", p);
                     fill(p, size);
                     live.push((p, size, step));
