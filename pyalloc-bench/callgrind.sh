@@ -4,8 +4,9 @@
 #
 #   pyalloc-bench/callgrind.sh [N] [PEER...]
 #
-# PEER is a peer key, `loop` (the harness alone), `pyalloc-pooled` (a layer-3 hit) or
-# `bare-lifo` (the same loop on a bare typed LIFO list).
+# PEER is a peer key, `loop` (the harness alone), `pyalloc-global` (`pyalloc::Global` through
+# `GlobalAlloc`), `pyalloc-pooled` and `pyalloc-poolbox` (a layer-3 hit on a `Heap` and on the
+# thread's heap of `Global`) or `bare-lifo` (the same loop on a bare typed LIFO list).
 #
 # For each peer, runs `pairs PEER N` and `pairs PEER 2N` under `valgrind --tool=callgrind` and
 # reports (Ir(2N) - Ir(N)) / N: start-up, CPython's initialisation included, cancels out. The
@@ -20,7 +21,8 @@ n=${1:-1000000}
 shift || true
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
-  peers=(loop pyalloc glibc mimalloc jemalloc pymalloc bumpalo lifo-floor pyalloc-pooled bare-lifo)
+  peers=(loop pyalloc pyalloc-global glibc mimalloc jemalloc pymalloc bumpalo lifo-floor
+         pyalloc-pooled pyalloc-poolbox bare-lifo)
 fi
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
@@ -55,7 +57,7 @@ for peer in "${peers[@]}"; do
     continue
   fi
   kept=$(per_pair "$peer")
-  if [ "$peer" = pyalloc-pooled ] || [ "$peer" = bare-lifo ]; then
+  if [ "$peer" = pyalloc-pooled ] || [ "$peer" = pyalloc-poolbox ] || [ "$peer" = bare-lifo ]; then
     empty=-
   else
     empty=$(per_pair "$peer" --empty)
@@ -64,5 +66,5 @@ for peer in "${peers[@]}"; do
 done
 echo "(N = $n pairs of 32 B; Ir/pair = (Ir(2N) - Ir(N)) / N, loop included;"
 echo " kept: one other 32 B block live; empty: nothing else live in the class;"
-echo " loop: the pair loop on a peer that does nothing; pyalloc-pooled and bare-lifo share"
+echo " loop: the pair loop on a peer that does nothing; pyalloc-pooled, -poolbox and bare-lifo share"
 echo " a loop of their own: compare them with each other)"

@@ -601,17 +601,38 @@ impl Arenas {
     pub(crate) fn release_spares(&mut self, gate: &Gate) -> usize {
         let mut released = 0;
         while self.empty_arenas > 0 {
-            // Empty arenas have the most free pools, so they are at the tail of the usable
-            // list, after `nfp2lasta[pools_per_arena]`'s predecessors: take that one.
-            let index = self.nfp2lasta[self.pools_per_arena as usize];
-            debug_assert_ne!(index, NONE);
-            let prev = self.objects[index as usize].prev;
-            let prev_is_empty =
-                prev != NONE && self.objects[prev as usize].nfree == self.pools_per_arena;
-            self.nfp2lasta[self.pools_per_arena as usize] = if prev_is_empty { prev } else { NONE };
-            self.unlink(index);
-            self.empty_arenas -= 1;
-            self.release_arena(index, gate);
+            self.release_one_spare(gate);
+            released += 1;
+        }
+        released
+    }
+
+    /// Releases one empty arena kept as a spare (there is one).
+    fn release_one_spare(&mut self, gate: &Gate) {
+        // Empty arenas have the most free pools, so they are at the tail of the usable list,
+        // after `nfp2lasta[pools_per_arena]`'s predecessors: take that one.
+        let index = self.nfp2lasta[self.pools_per_arena as usize];
+        debug_assert_ne!(index, NONE);
+        let prev = self.objects[index as usize].prev;
+        let prev_is_empty =
+            prev != NONE && self.objects[prev as usize].nfree == self.pools_per_arena;
+        self.nfp2lasta[self.pools_per_arena as usize] = if prev_is_empty { prev } else { NONE };
+        self.unlink(index);
+        self.empty_arenas -= 1;
+        self.release_arena(index, gate);
+    }
+
+    /// Sets the spares budget (a thread heap keeps none while abandoned, and its configured
+    /// number again once adopted); spares beyond it go back at once. Returns how many did.
+    pub(crate) fn set_spares_kept(&mut self, kept: usize, gate: &Gate) -> usize {
+        debug_assert!(
+            !self.spare_lent,
+            "the cached pool gives its spare back first"
+        );
+        self.empty_arenas_kept = kept;
+        let mut released = 0;
+        while self.empty_arenas > kept {
+            self.release_one_spare(gate);
             released += 1;
         }
         released

@@ -32,7 +32,7 @@ use crate::free_list::{
 };
 use crate::gate::Gate;
 use crate::os::{default_source, ArenaSource};
-use crate::raw::{slice, RawHeap};
+use crate::raw::{slice, RawHeap, ThreadLink};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
 
@@ -293,6 +293,32 @@ impl Heap {
         &self.config
     }
 
+    /// A heap for one thread of [`Global`](crate::Global) (see [`RawHeap::set_thread`]).
+    pub(crate) fn for_thread(config: HeapConfig, link: ThreadLink) -> Result<Self, ConfigError> {
+        let mut heap = Self::with_config(config)?;
+        heap.core.get_mut().raw.set_thread(link);
+        Ok(heap)
+    }
+
+    /// Whether a slow path of this heap is under way on this thread: a call now would be
+    /// re-entrant, and `Global` serves it elsewhere.
+    #[inline(always)]
+    pub(crate) fn is_busy(&self) -> bool {
+        self.gate.is_closed()
+    }
+
+    /// Sets how many empty arenas this heap keeps: none while a thread heap is abandoned, so
+    /// its arenas go back as its blocks come home; the configured number once adopted.
+    pub(crate) fn set_spares_kept(&self, kept: usize) {
+        let _ = self.enter(|core, gate| core.raw.set_spares_kept(kept, gate));
+    }
+
+    /// Frees the blocks other threads sent home to this (thread) heap.
+    pub(crate) fn take_mail(&self) -> Result<usize, ()> {
+        self.enter(|core, gate| core.raw.take_mail(gate))
+            .map_err(|_| ())
+    }
+
     // ------------------------------------------------------------------------------------
     // The way in
 
@@ -355,7 +381,8 @@ impl Heap {
     ///
     /// When called re-entrantly (from a panic hook running inside this heap).
     pub fn stats(&self) -> Stats {
-        self.enter(|core, _| {
+        self.enter(|core, gate| {
+            core.raw.take_mail(gate);
             let quarantined = core.debug.as_ref().map_or((0, 0), |d| d.quarantined());
             Stats::collect(&core.raw, &core.lists, quarantined, &self.config)
         })
@@ -399,6 +426,7 @@ impl Heap {
     /// written after it was freed.
     pub fn trim(&self) -> TrimReport {
         let result = self.enter(|core, gate| {
+            core.raw.take_mail(gate);
             let slots = Self::drain_lists(core, gate)?;
             if let Some(debug) = &mut core.debug {
                 debug.flush_quarantine(&mut core.raw)?;

@@ -13,6 +13,7 @@
 //! ```text
 //!  config, valgrind, gate          tunables; memcheck hooks; the re-entrancy gate
 //!  fill, link, size_class          fill patterns; the free-block link; class arithmetic
+//!  remote                          frees from other threads: mailboxes, who holds a heap
 //!  os                              layer 0: arena sources
 //!  arena                           layer 1: the arena table, the spares budget
 //!  pool                            layer 2's unit: a pool and the used-pool list
@@ -22,6 +23,8 @@
 //!  stats                           the figures, and the occupancy map
 //!  heap                            the safe `!Sync` `Heap`, its one way in, `Allocator`
 //!  pooled                          `Pooled<T>`, layer 3's owning pointer
+//!  global                          `Global`: a heap per thread, the registry, remote frees
+//!  pool_box                        `PoolBox<T>`: layer 3 on the calling thread's heap
 //! ```
 //!
 //! Most users depend on the `pyalloc` facade crate instead, which re-exports this one together
@@ -33,12 +36,15 @@ mod debug;
 mod fill;
 mod free_list;
 mod gate;
+mod global;
 mod heap;
 mod link;
 mod os;
 mod pool;
+mod pool_box;
 mod pooled;
 mod raw;
+mod remote;
 mod size_class;
 mod stats;
 mod valgrind;
@@ -53,10 +59,12 @@ pub use free_list::{
     FreeListId, FreeListKey, FreeListStats, FreeListed, DEFAULT_FREE_LIST_CAPACITY,
     MAX_FREE_LIST_CAPACITY,
 };
+pub use global::{Global, ProcessStats};
 pub use heap::{Heap, TrimReport};
 #[cfg(unix)]
 pub use os::MmapSource;
 pub use os::{ArenaSource, FailingSource, SystemSource};
+pub use pool_box::PoolBox;
 pub use pooled::Pooled;
 pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};
 

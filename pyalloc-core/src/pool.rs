@@ -60,7 +60,16 @@ struct PoolHeader {
     next_offset: u32,
     /// Largest offset a block may start at (CPython's `maxnextoffset`).
     max_next_offset: u32,
+    /// The thread heap whose arena holds this pool ([`NO_OWNER`] for a plain `Heap`): what a
+    /// thread freeing a block of another thread's heap reads to send it home. Written once,
+    /// when the pool is initialised, before any of its blocks is handed out, and constant
+    /// while the pool is in use (an arena belongs to one heap for life). It fills what was
+    /// padding in CPython's layout.
+    owner: u32,
 }
+
+/// The owner of a plain `Heap`'s pools: no thread heap.
+pub(crate) const NO_OWNER: u32 = 0;
 
 /// Bytes at the start of a pool taken by its header, rounded up so blocks stay aligned.
 pub(crate) const POOL_OVERHEAD: usize =
@@ -125,6 +134,42 @@ impl Pool {
         unsafe { (*self.header()).ref_count as usize }
     }
 
+    /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
+    #[inline(always)]
+    pub(crate) fn owner(self) -> u32 {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).owner }
+    }
+
+    /// The owner of the pool holding `block`, read by any thread.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live block of a pool of `pool_size` bytes (the pool is in use and stays in
+    /// use while the block lives), reached by a thread that the block's allocation happened
+    /// before (the owner is written before the block is handed out and never changes).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_of(block: *const u8, pool_size: usize) -> u32 {
+        let header: *const PoolHeader =
+            ptr::with_exposed_provenance(block.addr() & !(pool_size - 1));
+        // SAFETY: the caller's contract: a pool in use, whose header's `owner` nobody writes
+        // while the block lives; the arena's provenance was exposed when it was mapped.
+        unsafe { ptr::addr_of!((*header).owner).read() }
+    }
+
+    /// The size class of the pool holding `block`, read by any thread.
+    ///
+    /// # Safety
+    ///
+    /// As [`owner_of`](Self::owner_of): the class, too, is constant while a block lives.
+    #[inline]
+    pub(crate) unsafe fn class_of(block: *const u8, pool_size: usize) -> usize {
+        let header: *const PoolHeader =
+            ptr::with_exposed_provenance(block.addr() & !(pool_size - 1));
+        // SAFETY: as in `owner_of`.
+        unsafe { ptr::addr_of!((*header).size_class).read() as usize }
+    }
+
     /// The index of the pool's arena in the arena table.
     #[inline]
     pub(crate) fn arena_index(self) -> u32 {
@@ -167,6 +212,7 @@ impl Pool {
         addr: NonNull<u8>,
         class: usize,
         arena_index: u32,
+        owner: u32,
         pool_size: usize,
         fill: Fill,
     ) -> (Pool, NonNull<u8>) {
@@ -190,6 +236,7 @@ impl Pool {
                 arena_index,
                 next_offset: (POOL_OVERHEAD + 2 * size) as u32,
                 max_next_offset: (pool_size - size) as u32,
+                owner,
             });
             (Pool(addr.cast()), NonNull::new_unchecked(first))
         }
@@ -477,7 +524,7 @@ mod tests {
     fn pool_in(buffer: &mut Buffer, class: usize) -> (Pool, NonNull<u8>) {
         let addr = NonNull::from(&mut buffer.0).cast::<u8>();
         // SAFETY: the buffer is 4096 writable bytes aligned to 4096, used by nothing else.
-        unsafe { Pool::init(addr, class, 7, 4096, Fill::Nothing) }
+        unsafe { Pool::init(addr, class, 7, NO_OWNER, 4096, Fill::Nothing) }
     }
 
     #[test]

@@ -162,81 +162,92 @@ impl<T: FreeListed> Drop for Pooled<'_, T> {
     }
 }
 
-impl<T: FreeListed> Deref for Pooled<'_, T> {
-    type Target = T;
-    #[inline]
-    fn deref(&self) -> &T {
-        // SAFETY: the value is live while the `Pooled` exists.
-        unsafe { self.ptr.as_ref() }
-    }
-}
+/// The traits an owning pointer to a `T` forwards to the value: `Deref`, `DerefMut`, `AsRef`,
+/// `AsMut`, `Borrow`, `BorrowMut`, and the comparisons, hashing and formatting of `T`. Written
+/// once for [`Pooled`] and [`PoolBox`](crate::PoolBox), which differ only in where their slot
+/// goes back to. The type needs a `ptr: NonNull<T>` field to a live, uniquely owned value.
+macro_rules! forward_to_value {
+    ($owner:ty) => {
+        impl<T: FreeListed> Deref for $owner {
+            type Target = T;
+            #[inline]
+            fn deref(&self) -> &T {
+                // SAFETY: the value is live while the owner exists.
+                unsafe { self.ptr.as_ref() }
+            }
+        }
 
-impl<T: FreeListed> DerefMut for Pooled<'_, T> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the value is live and uniquely owned.
-        unsafe { self.ptr.as_mut() }
-    }
-}
+        impl<T: FreeListed> DerefMut for $owner {
+            #[inline]
+            fn deref_mut(&mut self) -> &mut T {
+                // SAFETY: the value is live and uniquely owned.
+                unsafe { self.ptr.as_mut() }
+            }
+        }
 
-impl<T: FreeListed> AsRef<T> for Pooled<'_, T> {
-    fn as_ref(&self) -> &T {
-        self
-    }
-}
+        impl<T: FreeListed> AsRef<T> for $owner {
+            fn as_ref(&self) -> &T {
+                self
+            }
+        }
 
-impl<T: FreeListed> AsMut<T> for Pooled<'_, T> {
-    fn as_mut(&mut self) -> &mut T {
-        self
-    }
-}
+        impl<T: FreeListed> AsMut<T> for $owner {
+            fn as_mut(&mut self) -> &mut T {
+                self
+            }
+        }
 
-impl<T: FreeListed> Borrow<T> for Pooled<'_, T> {
-    fn borrow(&self) -> &T {
-        self
-    }
-}
+        impl<T: FreeListed> Borrow<T> for $owner {
+            fn borrow(&self) -> &T {
+                self
+            }
+        }
 
-impl<T: FreeListed> BorrowMut<T> for Pooled<'_, T> {
-    fn borrow_mut(&mut self) -> &mut T {
-        self
-    }
-}
+        impl<T: FreeListed> BorrowMut<T> for $owner {
+            fn borrow_mut(&mut self) -> &mut T {
+                self
+            }
+        }
 
-impl<T: FreeListed + fmt::Debug> fmt::Debug for Pooled<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
+        impl<T: FreeListed + fmt::Debug> fmt::Debug for $owner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&**self, f)
+            }
+        }
 
-impl<T: FreeListed + fmt::Display> fmt::Display for Pooled<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&**self, f)
-    }
-}
+        impl<T: FreeListed + fmt::Display> fmt::Display for $owner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&**self, f)
+            }
+        }
 
-impl<T: FreeListed + PartialEq> PartialEq for Pooled<'_, T> {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
+        impl<T: FreeListed + PartialEq> PartialEq for $owner {
+            fn eq(&self, other: &Self) -> bool {
+                **self == **other
+            }
+        }
 
-impl<T: FreeListed + Eq> Eq for Pooled<'_, T> {}
+        impl<T: FreeListed + Eq> Eq for $owner {}
 
-impl<T: FreeListed + PartialOrd> PartialOrd for Pooled<'_, T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        (**self).partial_cmp(&**other)
-    }
-}
+        impl<T: FreeListed + PartialOrd> PartialOrd for $owner {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                (**self).partial_cmp(&**other)
+            }
+        }
 
-impl<T: FreeListed + Ord> Ord for Pooled<'_, T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (**self).cmp(&**other)
-    }
-}
+        impl<T: FreeListed + Ord> Ord for $owner {
+            fn cmp(&self, other: &Self) -> Ordering {
+                (**self).cmp(&**other)
+            }
+        }
 
-impl<T: FreeListed + Hash> Hash for Pooled<'_, T> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (**self).hash(state)
-    }
+        impl<T: FreeListed + Hash> Hash for $owner {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                (**self).hash(state)
+            }
+        }
+    };
 }
+pub(crate) use forward_to_value;
+
+forward_to_value!(Pooled<'_, T>);

@@ -38,7 +38,8 @@ use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::ArenaSource;
-use crate::pool::{Pool, PoolList};
+use crate::pool::{Pool, PoolList, NO_OWNER};
+use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
 use crate::valgrind;
 
@@ -59,6 +60,23 @@ pub(crate) struct RawHeap {
     fill: Fill,
     /// The cached empty pool (see the module docs), which holds a unit of the spares budget.
     cached_pool: Option<Pool>,
+    /// Set when this is one thread's heap of [`Global`](crate::Global): its place among the
+    /// others. `None` for a plain `Heap`.
+    thread: Option<ThreadLink>,
+}
+
+/// What a thread heap knows of the others: its own number (written into each of its pools),
+/// its mailbox (blocks other threads freed), and how to send a block of another heap home.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThreadLink {
+    /// This heap's number in the registry of thread heaps (never [`NO_OWNER`]).
+    pub(crate) id: u32,
+    /// Blocks of this heap freed by other threads.
+    pub(crate) mailbox: &'static Mailbox,
+    /// Sends a block of heap `owner` home (the registry lives above this layer).
+    ///
+    /// Safety contract: the block is a live pool block of thread heap `owner`, given up.
+    pub(crate) send_home: unsafe fn(NonNull<u8>, u32),
 }
 
 /// A block as the allocator API returns it: its address and usable length.
@@ -96,7 +114,49 @@ impl RawHeap {
                 Fill::Nothing
             },
             cached_pool: None,
+            thread: None,
         }
+    }
+
+    /// Makes this a thread heap of `Global`: its pools carry `link.id`, it takes its mail on
+    /// its slow paths, and it sends other heaps' blocks home instead of freeing them. Large
+    /// blocks are not counted: they cross threads, and the system allocator frees them.
+    pub(crate) fn set_thread(&mut self, link: ThreadLink) {
+        debug_assert!(link.id != NO_OWNER);
+        debug_assert_eq!(self.arenas.pools().count(), 0, "set before the first pool");
+        self.thread = Some(link);
+    }
+
+    /// The owner number this heap's pools carry.
+    #[inline]
+    fn owner_id(&self) -> u32 {
+        self.thread.map_or(NO_OWNER, |t| t.id)
+    }
+
+    /// Sets how many empty arenas the heap keeps (see [`Arenas::set_spares_kept`]); the cached
+    /// pool gives its spare back first. Returns the arenas released.
+    pub(crate) fn set_spares_kept(&mut self, kept: usize, gate: &Gate) -> usize {
+        self.flush_cached_pool(gate);
+        self.arenas.set_spares_kept(kept, gate)
+    }
+
+    /// Frees every block other threads sent home. Returns how many there were.
+    pub(crate) fn take_mail(&mut self, gate: &Gate) -> usize {
+        let Some(thread) = self.thread else {
+            return 0;
+        };
+        if !thread.mailbox.has_mail() {
+            return 0;
+        }
+        let mut count = 0;
+        // SAFETY: the heap is borrowed mutably, so its holder (owner or claimer) is calling;
+        // every block sent to this mailbox is a live block of this heap's pools, given up.
+        for block in unsafe { thread.mailbox.take_all() } {
+            // SAFETY: as above: a live block of this heap.
+            unsafe { self.free_block(block, gate) };
+            count += 1;
+        }
+        count
     }
 
     /// Layer 1, for the walks of `check`, `stats` and the debug mode.
@@ -172,6 +232,10 @@ impl RawHeap {
     #[inline(never)]
     fn alloc_block_from_new_pool(&mut self, class: usize, gate: &Gate) -> Option<NonNull<u8>> {
         debug_assert!(self.used_pools[class].head().is_none());
+        // Blocks other threads sent home may refill this class without a new pool.
+        if self.take_mail(gate) > 0 && self.used_pools[class].head().is_some() {
+            return self.alloc_block(class, gate);
+        }
         let taken = match self.arenas.take_pool(self.headroom(), gate) {
             Some(taken) => taken,
             // The cached pool may be all that keeps an arena from having a free pool.
@@ -192,6 +256,7 @@ impl RawHeap {
                     taken.pool,
                     class,
                     taken.arena_index,
+                    self.owner_id(),
                     self.arenas.pool_size(),
                     self.fill,
                 )
@@ -451,8 +516,10 @@ impl RawHeap {
         }
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { System.alloc(layout) }).ok_or(AllocError)?;
-        self.large_bytes += layout.size();
-        self.large_count += 1;
+        if self.thread.is_none() {
+            self.large_bytes += layout.size();
+            self.large_count += 1;
+        }
         Ok(slice(ptr, layout.size()))
     }
 
@@ -467,6 +534,16 @@ impl RawHeap {
             return;
         }
         if is_small(layout) {
+            if let Some(thread) = self.thread {
+                // A thread heap's free lists may hold another heap's slot (a `PoolBox`
+                // dropped on another thread): it goes home.
+                // SAFETY: a live pool block (routing is by layout) of the default geometry.
+                let owner = unsafe { Pool::owner_of(ptr.as_ptr(), self.arenas.pool_size()) };
+                if owner != thread.id {
+                    // SAFETY: a live block of thread heap `owner`, given up by the caller.
+                    return unsafe { (thread.send_home)(ptr, owner) };
+                }
+            }
             // SAFETY: a non-zero small layout means a pool block (routing is by layout).
             unsafe { self.free_block(ptr, gate) }
         } else {
@@ -481,9 +558,12 @@ impl RawHeap {
     ///
     /// `ptr` came from [`allocate_large`](Self::allocate_large) with `layout`, not yet freed.
     pub(crate) unsafe fn deallocate_large(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        debug_assert!(self.large_count > 0 && self.large_bytes >= layout.size());
-        self.large_bytes -= layout.size();
-        self.large_count -= 1;
+        // A thread heap's large blocks cross threads: nobody counts them (see `set_thread`).
+        if self.thread.is_none() {
+            debug_assert!(self.large_count > 0 && self.large_bytes >= layout.size());
+            self.large_bytes -= layout.size();
+            self.large_count -= 1;
+        }
         // SAFETY: large blocks come from `System.alloc` with this very layout.
         unsafe { System.dealloc(ptr.as_ptr(), layout) }
     }
@@ -528,7 +608,9 @@ impl RawHeap {
             // and, being a valid layout's size, does not overflow when rounded to the alignment.
             let moved = unsafe { System.realloc(ptr.as_ptr(), old, new.size()) };
             let moved = NonNull::new(moved).ok_or(AllocError)?;
-            self.large_bytes = self.large_bytes - old.size() + new.size();
+            if self.thread.is_none() {
+                self.large_bytes = self.large_bytes - old.size() + new.size();
+            }
             return Ok(slice(moved, new.size()));
         }
         let fresh = self.allocate(new, gate)?;
@@ -601,6 +683,13 @@ impl RawHeap {
             // SAFETY: a pool in use of this heap.
             let pool = unsafe { Pool::from_addr(addr) };
             pool.check(arena_index, pool_size)?;
+            if pool.owner() != self.owner_id() {
+                return Err(format!(
+                    "pool {addr:p} names owner {} in heap {}",
+                    pool.owner(),
+                    self.owner_id()
+                ));
+            }
             if pool.ref_count() == 0 && !self.is_cached(pool) {
                 return Err(format!("pool {addr:p} is empty but in use"));
             }

@@ -7,8 +7,11 @@
 //! One other 32-byte block stays live through the loop, unless `--empty` (see
 //! `workloads::PairHeap`).
 //!
-//! `pyalloc-pooled` is the layer-3 hit: `Pooled::new_in` + drop of a 32-byte type, and
-//! `bare-lifo` the same loop on a bare typed LIFO list ([`BareLifo`]). `loop` runs the pair
+//! `pyalloc-pooled` is the layer-3 hit: `Pooled::new_in` + drop of a 32-byte type,
+//! `pyalloc-poolbox` the same through `PoolBox::new` on the thread's heap of `Global`, and
+//! `bare-lifo` the same loop on a bare typed LIFO list ([`BareLifo`]). `pyalloc-global` is the
+//! pair loop on `pyalloc::Global` through `GlobalAlloc` (the thread-local look-up included), as
+//! a program using it as its `#[global_allocator]` calls it. `loop` runs the pair
 //! loop on a peer that does nothing (returns one static block): the harness's own cost.
 //! `callgrind.sh` runs this for N and 2N and divides the difference by N, so start-up
 //! (CPython's initialisation included) cancels out.
@@ -16,8 +19,9 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use core::alloc::GlobalAlloc;
 use core::alloc::Layout;
-use pyalloc::{Heap, Pooled};
+use pyalloc::{Global, Heap, PoolBox, Pooled};
 use pyalloc_bench::workloads::{layout, pairs, PairHeap};
 
 use pyalloc_bench::{with_peer, BareLifo, Obj32, Peer, PeerKind, PeerVisitor};
@@ -35,6 +39,40 @@ fn pooled(n: u64) {
     let heap = Heap::new();
     for i in 0..n {
         drop(black_box(Pooled::new_in(Obj32([i; 4]), &heap)));
+    }
+}
+
+fn pool_box(n: u64) {
+    for i in 0..n {
+        drop(black_box(PoolBox::new(Obj32([i; 4]))));
+    }
+}
+
+/// `pyalloc::Global` through `GlobalAlloc`, as the global allocator is called.
+struct GlobalPeer;
+
+impl Peer for GlobalPeer {
+    fn name(&self) -> &'static str {
+        "pyalloc-global"
+    }
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Global.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Global.alloc_zeroed(layout) }
+    }
+    unsafe fn free(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { Global.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, old: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Global.realloc(ptr, old, new_size) }
+    }
+    fn release(&self) {
+        Global::trim();
     }
 }
 
@@ -83,6 +121,8 @@ fn main() -> ExitCode {
     };
     match peer.as_str() {
         "pyalloc-pooled" => pooled(n),
+        "pyalloc-poolbox" => pool_box(n),
+        "pyalloc-global" => Pairs(n, heap).visit(&GlobalPeer),
         "bare-lifo" => bare_lifo(n),
         "loop" => Pairs(n, heap).visit(&Nothing),
         _ => {

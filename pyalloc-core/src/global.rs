@@ -1,0 +1,734 @@
+//! [`Global`]: pyalloc for a whole program, one heap per thread, frees from any thread.
+//!
+//! ```text
+//!  thread A            thread B                      registry (never shrinks)
+//!  CURRENT ──▶ heap 2   CURRENT ──▶ heap 3            id 1: the fallback heap (shared, claimed)
+//!              │ pools carry owner 2                  id 2, 3, …: thread heaps
+//!              ▼
+//!  B frees a block of A's: reads owner 2 from the block's pool header, posts it to heap 2's
+//!  mailbox; A frees it into its pool on its next slow path (remote.rs).
+//! ```
+//!
+//! * **The calling thread's heap** is found through one thread-local pointer, set up on the
+//!   thread's first allocation: a heap abandoned by an exited thread is adopted if there is
+//!   one, else a new heap is made and registered. The set-up itself allocates (the thread-local
+//!   destructor's registration may call `malloc`): those requests, like every request that
+//!   arrives while the thread's heap is busy in a slow path, or after the thread's heap was
+//!   abandoned at exit, go to the **fallback heap**, a heap anyone may claim for one call.
+//! * **Small requests** (at most 512 bytes, alignment at most 16) come from pools; larger ones
+//!   go straight to the system allocator, as in CPython, and are freed there by any thread.
+//! * **A free** reads the owner number from the block's pool header (the block's address
+//!   masked): the calling thread's own heap frees it on its fast path; any other heap gets it
+//!   in its mailbox.
+//! * **At thread exit** the heap takes its mail, empties its free lists and gives back what it
+//!   can, and is abandoned: a later thread adopts it, and until then every block that comes
+//!   home is freed at once by the thread that sends it, so its arenas go back to the OS as
+//!   they empty.
+//!
+//! The heaps' own bookkeeping never comes from `Global` (their tables are the system
+//! allocator's, by type), so nothing here can recurse beyond one level: a request made while
+//! the fallback heap is held by this very thread is refused (null), never served re-entrantly.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::alloc::System;
+
+use allocator_api2::alloc::{AllocError, Allocator};
+
+use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
+use crate::free_list::{FreeListed, ListSpec};
+use crate::heap::{Heap, TrimReport};
+use crate::pool::Pool;
+use crate::raw::{slice, ThreadLink};
+use crate::remote::{Mailbox, Posted};
+use crate::size_class::block_size;
+use crate::stats::Stats;
+
+/// The global allocator: `#[global_allocator] static GLOBAL: pyalloc::Global = pyalloc::Global;`
+/// puts a whole program on pyalloc, one pymalloc heap per thread.
+///
+/// It is also an allocator-api2 [`Allocator`], so without being the global allocator it gives
+/// collections that are `'static` and `Send`:
+///
+/// ```
+/// use pyalloc::{Box, Global, Vec};
+///
+/// let mut v = Vec::new_in(Global);
+/// v.extend([1u32, 2, 3]);
+/// let b = Box::new_in(7u64, Global);
+/// std::thread::spawn(move || {
+///     // Freed on another thread: each block goes back to the heap that made it.
+///     assert_eq!(v.iter().sum::<u32>() as u64 + *b, 13);
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Global;
+
+/// One heap of the registry, with what other threads may touch (its number and mailbox).
+struct ThreadHeap {
+    id: u32,
+    mailbox: Mailbox,
+    heap: Heap,
+}
+
+// SAFETY: `heap` (not `Sync`) is used only by the party the mailbox's state names: the owning
+// thread, or the one thread holding a claim. Every hand-over is a release (abandon, release)
+// read by an acquire (adopt, claim) of that state, so the previous holder's writes happen
+// before the next holder's reads. `id` never changes; `mailbox` is atomic.
+unsafe impl Sync for ThreadHeap {}
+
+/// Heaps per registry segment, and segments: at most 65,536 heaps hold pools at once (threads
+/// beyond that run on the fallback heap).
+const SEGMENT: usize = 256;
+
+type Segment = [AtomicPtr<ThreadHeap>; SEGMENT];
+
+/// Every heap ever made, by number (0 is `NO_OWNER`): two levels, so a heap is found with two
+/// loads and the registry costs 2 KiB until threads are made.
+static REGISTRY: [AtomicPtr<Segment>; SEGMENT] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; SEGMENT];
+
+/// The next heap number to hand out.
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The fallback heap, made on first use.
+static FALLBACK: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
+
+/// Where a thread stands with its heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No allocation yet.
+    Fresh,
+    /// Setting up its heap: requests go to the fallback heap.
+    Starting,
+    /// `CURRENT` is its heap.
+    Running,
+    /// Exited (its heap abandoned), or no heap could be had: the fallback heap serves it.
+    Detached,
+}
+
+thread_local! {
+    /// The calling thread's heap while it is running; null before, during set-up and after
+    /// exit. A `const` thread-local without a destructor: reading it is one load.
+    static CURRENT: Cell<*const ThreadHeap> = const { Cell::new(ptr::null()) };
+    static PHASE: Cell<Phase> = const { Cell::new(Phase::Fresh) };
+    /// Whether this thread holds the fallback heap (a request now is refused, not nested).
+    static HOLDS_FALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// Abandons the thread's heap when the thread exits.
+    static EXIT: ThreadExit = const { ThreadExit };
+}
+
+/// The calling thread's running heap, if any (the fast paths' one load).
+#[inline(always)]
+fn current() -> Option<&'static ThreadHeap> {
+    let heap = CURRENT.get();
+    // SAFETY: registered heaps are never freed; `CURRENT` holds one the thread owns.
+    (!heap.is_null()).then(|| unsafe { &*heap })
+}
+
+/// The calling thread's heap, set up if this is its first request; `None` while it is being
+/// set up, after the thread's exit, or when no heap could be made.
+#[cold]
+#[inline(never)]
+fn current_or_start() -> Option<&'static ThreadHeap> {
+    if let Some(heap) = current() {
+        return Some(heap);
+    }
+    if PHASE.get() != Phase::Fresh {
+        return None;
+    }
+    PHASE.set(Phase::Starting);
+    let Some(heap) = adopt_or_create() else {
+        PHASE.set(Phase::Detached);
+        return None;
+    };
+    // Registers the exit hook (which may allocate: served by the fallback heap meanwhile).
+    if EXIT.try_with(|_| ()).is_err() {
+        // The thread is already exiting: it would never give the heap back.
+        abandon(heap);
+        PHASE.set(Phase::Detached);
+        return None;
+    }
+    CURRENT.set(heap);
+    PHASE.set(Phase::Running);
+    Some(heap)
+}
+
+/// A heap for a new thread: an abandoned one adopted, or a new one.
+fn adopt_or_create() -> Option<&'static ThreadHeap> {
+    let fallback = FALLBACK.load(Ordering::Acquire);
+    let made = NEXT_ID.load(Ordering::Acquire);
+    for id in 1..made {
+        let Some(heap) = heap_by_id(id) else { continue };
+        if ptr::eq(heap, fallback) || !heap.mailbox.is_abandoned() {
+            continue;
+        }
+        if heap.mailbox.try_adopt() {
+            // Whatever came home while nobody held it: the new owner's first slow path.
+            let _ = heap.heap.take_mail();
+            heap.heap
+                .set_spares_kept(heap.heap.config().get_empty_arenas_kept());
+            return Some(heap);
+        }
+    }
+    create()
+}
+
+/// Makes and registers a heap, owned by the caller.
+fn create() -> Option<&'static ThreadHeap> {
+    let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
+    if id as usize >= SEGMENT * SEGMENT {
+        return None;
+    }
+    let slot = registry_slot(id)?;
+    let layout = Layout::new::<ThreadHeap>();
+    // SAFETY: a non-zero-sized layout.
+    let memory = unsafe { System.alloc(layout) }.cast::<ThreadHeap>();
+    if memory.is_null() {
+        return None;
+    }
+    // Registered heaps live forever (blocks and other threads may name them by number at any
+    // time), so the memory is never freed, and the mailbox's address is final before the heap
+    // that refers to it is made.
+    // SAFETY: `memory` is fresh and sized for a `ThreadHeap`; the mailbox and id are written
+    // before a reference to the mailbox is taken, and the whole value before it is read.
+    let heap = unsafe {
+        ptr::addr_of_mut!((*memory).mailbox).write(Mailbox::owned());
+        ptr::addr_of_mut!((*memory).id).write(id);
+        let link = ThreadLink {
+            id,
+            mailbox: &*ptr::addr_of!((*memory).mailbox),
+            send_home,
+        };
+        match Heap::for_thread(HeapConfig::new(), link) {
+            Ok(heap) => ptr::addr_of_mut!((*memory).heap).write(heap),
+            Err(_) => {
+                System.dealloc(memory.cast(), layout);
+                return None;
+            }
+        }
+        &*memory
+    };
+    debug_assert_eq!(heap.heap.config().pool_size, DEFAULT_POOL_SIZE);
+    // Release: a thread that finds the heap by number sees it whole.
+    slot.store(memory, Ordering::Release);
+    Some(heap)
+}
+
+/// The registry entry for heap `id`, its segment made if needed.
+fn registry_slot(id: u32) -> Option<&'static AtomicPtr<ThreadHeap>> {
+    let (seg, at) = (id as usize / SEGMENT, id as usize % SEGMENT);
+    let mut segment = REGISTRY[seg].load(Ordering::Acquire);
+    if segment.is_null() {
+        let layout = Layout::new::<Segment>();
+        // SAFETY: a non-zero-sized layout; all-zero bytes are a segment of null pointers.
+        let fresh = unsafe { System.alloc_zeroed(layout) }.cast::<Segment>();
+        if fresh.is_null() {
+            return None;
+        }
+        match REGISTRY[seg].compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => segment = fresh,
+            Err(winner) => {
+                // SAFETY: ours, allocated just above with this layout, never published.
+                unsafe { System.dealloc(fresh.cast(), layout) };
+                segment = winner;
+            }
+        }
+    }
+    // SAFETY: published segments are never freed.
+    Some(unsafe { &(*segment)[at] })
+}
+
+/// The registered heap number `id`, if it is registered yet.
+fn heap_by_id(id: u32) -> Option<&'static ThreadHeap> {
+    let segment = REGISTRY.get(id as usize / SEGMENT)?.load(Ordering::Acquire);
+    if segment.is_null() {
+        return None;
+    }
+    // SAFETY: published segments are never freed.
+    let heap = unsafe { &(*segment)[id as usize % SEGMENT] }.load(Ordering::Acquire);
+    // SAFETY: published heaps are never freed.
+    (!heap.is_null()).then(|| unsafe { &*heap })
+}
+
+/// The fallback heap, made (and abandoned at once, so anyone may claim it) on first use.
+fn fallback() -> Option<&'static ThreadHeap> {
+    let heap = FALLBACK.load(Ordering::Acquire);
+    if !heap.is_null() {
+        // SAFETY: published heaps are never freed.
+        return Some(unsafe { &*heap });
+    }
+    let made = create()?;
+    // SAFETY: just made, owned by us, nothing posted yet.
+    let _ = unsafe { made.mailbox.abandon() };
+    match FALLBACK.compare_exchange(
+        ptr::null_mut(),
+        ptr::from_ref(made).cast_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Some(made),
+        // Another thread's fallback won; ours stays registered and abandoned, for adoption.
+        // SAFETY: published heaps are never freed.
+        Err(winner) => Some(unsafe { &*winner }),
+    }
+}
+
+/// Runs `f` on the fallback heap, holding it; `None` when this thread already holds it (a
+/// re-entrant request) or it cannot be made.
+#[cold]
+#[inline(never)]
+fn with_fallback<R>(f: impl FnOnce(&Heap) -> R) -> Option<R> {
+    if HOLDS_FALLBACK.get() {
+        return None;
+    }
+    let heap = fallback()?;
+    let mut spins = 0u32;
+    while !heap.mailbox.try_claim() {
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    HOLDS_FALLBACK.set(true);
+    let _ = heap.heap.take_mail();
+    let result = f(&heap.heap);
+    HOLDS_FALLBACK.set(false);
+    // SAFETY: claimed above, mail taken (and taken again by `release_claimed`).
+    unsafe { release_claimed(heap) };
+    Some(result)
+}
+
+/// Gives up a claimed heap, taking any mail its senders left to the holder.
+///
+/// # Safety
+///
+/// The caller holds `heap`'s claim.
+unsafe fn release_claimed(heap: &ThreadHeap) {
+    loop {
+        let _ = heap.heap.take_mail();
+        // SAFETY: held, and the mail was just taken.
+        if !unsafe { heap.mailbox.release() } {
+            break;
+        }
+    }
+}
+
+/// Sends a block home to heap `owner`: its mailbox, or, when that heap is abandoned, straight
+/// into its pool by the calling thread.
+///
+/// # Safety
+///
+/// `block` is a live pool block of heap `owner`, given up by the caller.
+#[cold]
+#[inline(never)]
+unsafe fn send_home(block: NonNull<u8>, owner: u32) {
+    let heap = heap_by_id(owner).expect("a block's owner is a registered heap");
+    // SAFETY: the caller's contract; pool blocks are 16-byte aligned and at least 16 bytes.
+    if unsafe { heap.mailbox.post(block) } == Posted::Claimed {
+        // SAFETY: the post claimed it for us.
+        unsafe { release_claimed(heap) };
+    }
+}
+
+/// Abandons the calling thread's heap: its mail taken, its free lists emptied, what can go
+/// given back; then anyone may claim or adopt it.
+fn abandon(heap: &'static ThreadHeap) {
+    // The heap is ours and idle (thread exit runs outside any call into it). An abandoned heap
+    // keeps no spare arena: each goes back to the OS as its last block comes home.
+    heap.heap.trim();
+    heap.heap.set_spares_kept(0);
+    // SAFETY: we own it; `trim` took its mail.
+    if unsafe { heap.mailbox.abandon() } {
+        // SAFETY: `abandon` claimed it for us: mail arrived meanwhile.
+        unsafe { release_claimed(heap) };
+    }
+}
+
+/// Abandons the thread's heap when the thread exits.
+struct ThreadExit;
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        let heap = CURRENT.replace(ptr::null());
+        PHASE.set(Phase::Detached);
+        if !heap.is_null() {
+            // SAFETY: registered heaps are never freed; this thread owned it until now.
+            abandon(unsafe { &*heap });
+        }
+    }
+}
+
+/// Whether `layout` is served from pools (the rest is the system allocator's).
+#[inline(always)]
+fn is_pooled(layout: Layout) -> bool {
+    layout.size() <= SMALL_REQUEST_THRESHOLD && layout.align() <= ALIGNMENT
+}
+
+impl Global {
+    /// A small block for `layout` (non-zero), or null.
+    #[inline(always)]
+    fn alloc_small(layout: Layout) -> *mut u8 {
+        if let Some(heap) = current() {
+            if !heap.heap.is_busy() {
+                return heap
+                    .heap
+                    .allocate(layout)
+                    .map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
+            }
+        }
+        Self::alloc_small_cold(layout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_cold(layout: Layout) -> *mut u8 {
+        let served = match current_or_start() {
+            Some(heap) if !heap.heap.is_busy() => heap.heap.allocate(layout).ok(),
+            _ => with_fallback(|heap| heap.allocate(layout).ok()).flatten(),
+        };
+        served.map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr())
+    }
+
+    /// Frees a small block of any thread's heap.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block from `alloc_small` for `layout`.
+    #[inline(always)]
+    unsafe fn dealloc_small(ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: a live pool block of the default geometry.
+        let owner = unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) };
+        if let Some(heap) = current() {
+            if heap.id == owner && !heap.heap.is_busy() {
+                // SAFETY: a live block of this heap, allocated for `layout`.
+                return unsafe { heap.heap.deallocate(ptr, layout) };
+            }
+        }
+        // SAFETY: a live block of heap `owner`, given up.
+        unsafe { send_home(ptr, owner) }
+    }
+
+    /// The calling thread's heap figures, in CPython's layout (free lists included). Other
+    /// threads' blocks are in their own heaps' figures.
+    ///
+    /// # Panics
+    ///
+    /// When the thread has no heap of its own (called from a thread-local destructor after
+    /// its heap was abandoned).
+    pub fn stats() -> Stats {
+        match current_or_start() {
+            Some(heap) => heap.heap.stats(),
+            None => panic!("pyalloc: Global::stats() on a thread whose heap is gone (exiting)"),
+        }
+    }
+
+    /// Gives back to the OS what the calling thread's heap can (see [`Heap::trim`]), and
+    /// frees what other threads sent home first. Does nothing on a thread without a heap.
+    pub fn trim() -> TrimReport {
+        current_or_start().map_or_else(TrimReport::default, |heap| heap.heap.trim())
+    }
+
+    /// Verifies the calling thread's heap (see [`Heap::check`]).
+    pub fn check() -> Result<(), String> {
+        current_or_start().map_or(Ok(()), |heap| heap.heap.check())
+    }
+
+    /// The process-wide summary: every registered heap, read exactly where it can be (the
+    /// calling thread's own, and every abandoned one, claimed for the reading), and counted
+    /// where it cannot (heaps that other running threads own).
+    pub fn process_stats() -> ProcessStats {
+        let mine = current_or_start();
+        let made = NEXT_ID.load(Ordering::Acquire);
+        let mut summary = ProcessStats::default();
+        for id in 1..made {
+            let Some(heap) = heap_by_id(id) else { continue };
+            summary.heaps += 1;
+            let stats = if mine.is_some_and(|m| ptr::eq(m, heap)) {
+                heap.heap.stats()
+            } else if heap.mailbox.try_claim() {
+                let stats = heap.heap.stats();
+                // SAFETY: claimed just above.
+                unsafe { release_claimed(heap) };
+                summary.heaps_abandoned += 1;
+                stats
+            } else {
+                summary.heaps_elsewhere += 1;
+                continue;
+            };
+            summary.arenas += stats.arenas_current();
+            summary.arena_bytes += stats.arena_bytes();
+            summary.blocks_in_use += stats.blocks_in_use();
+            summary.bytes_in_use += stats.bytes_in_allocated_blocks();
+            summary.free_list_slots += stats
+                .free_lists()
+                .iter()
+                .map(|l| l.stats.len)
+                .sum::<usize>();
+        }
+        summary
+    }
+
+    /// A slot for `T` from the calling thread's free list (else layer 2).
+    #[inline(always)]
+    pub(crate) fn pop_slot<T: FreeListed>() -> Result<NonNull<u8>, AllocError> {
+        let spec = const { &ListSpec::of::<T>() };
+        if let Some(heap) = current() {
+            if !heap.heap.is_busy() {
+                return heap.heap.pop_slot(T::free_list_id(), spec);
+            }
+        }
+        Self::pop_slot_cold(spec)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_slot_cold(spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
+        let block = Self::alloc_any(spec.slot_layout);
+        NonNull::new(block).ok_or(AllocError)
+    }
+
+    /// A block for any non-zero layout, through the global paths.
+    fn alloc_any(layout: Layout) -> *mut u8 {
+        if is_pooled(layout) {
+            Self::alloc_small(layout)
+        } else {
+            // SAFETY: a non-zero-sized layout.
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    /// Returns a slot of `T` to the calling thread's free list (else frees it home).
+    ///
+    /// # Safety
+    ///
+    /// `slot` came from [`pop_slot::<T>`](Self::pop_slot), on any thread, and holds no live
+    /// value.
+    #[inline(always)]
+    pub(crate) unsafe fn push_slot<T: FreeListed>(slot: NonNull<u8>) {
+        let spec = const { &ListSpec::of::<T>() };
+        if let Some(heap) = current() {
+            if !heap.heap.is_busy() {
+                // SAFETY: a slot of `T`'s layout from a thread heap: its own list takes it
+                // whichever heap made it (a thread heap's layer 2 sends foreign ones home).
+                return unsafe { heap.heap.push_slot(T::free_list_id(), spec, slot) };
+            }
+        }
+        // SAFETY: a live block of the global paths with the slot layout.
+        unsafe { Self::push_slot_cold(spec, slot) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`push_slot`](Self::push_slot).
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_slot_cold(spec: &ListSpec, slot: NonNull<u8>) {
+        // SAFETY: forwarded: the slot is a global block of its slot layout.
+        unsafe { GlobalAlloc::dealloc(&Global, slot.as_ptr(), spec.slot_layout) }
+    }
+}
+
+/// The figures of every heap of [`Global`], from [`Global::process_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Heaps registered (the fallback heap included).
+    pub heaps: usize,
+    /// Heaps whose threads exited (or the fallback), read by claiming them.
+    pub heaps_abandoned: usize,
+    /// Heaps that other running threads own: counted, not read.
+    pub heaps_elsewhere: usize,
+    /// Arenas mapped by the heaps read.
+    pub arenas: usize,
+    /// Bytes of those arenas.
+    pub arena_bytes: usize,
+    /// Blocks handed out and not freed, in the heaps read (slots resting on free lists count
+    /// as free).
+    pub blocks_in_use: usize,
+    /// Bytes of those blocks.
+    pub bytes_in_use: usize,
+    /// Slots resting on the free lists of the heaps read.
+    pub free_list_slots: usize,
+}
+
+// SAFETY: `alloc` returns null or a block valid for `layout` (a pool block of the class
+// `layout.size()` rounds to, 16-aligned, or a system block), never handed out twice until
+// freed; `dealloc` takes back exactly those; `realloc` keeps the contents up to the smaller
+// size.
+unsafe impl GlobalAlloc for Global {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_pooled(layout) {
+            Self::alloc_small(layout)
+        } else {
+            // SAFETY: forwarded contract (a non-zero size).
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_pooled(layout) {
+            let block = Self::alloc_small(layout);
+            if !block.is_null() {
+                // SAFETY: a fresh block of at least `layout.size()` bytes.
+                unsafe { block.write_bytes(0, layout.size()) };
+            }
+            block
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_pooled(layout) {
+            // SAFETY: the caller's contract: a live block this allocator gave for `layout`,
+            // which routes to a pool block; never null.
+            unsafe { Self::dealloc_small(NonNull::new_unchecked(ptr), layout) }
+        } else {
+            // SAFETY: forwarded contract: a system block of `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees `new_size`, rounded up to the alignment, fits `isize`.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (is_pooled(layout), is_pooled(new)) {
+            (true, true) => {
+                // CPython's rule (as `Heap`): in place when the block holds the new size and,
+                // when shrinking, three quarters of it stay used. The class is constant while
+                // the block lives, so any thread may read it.
+                // SAFETY: a live pool block.
+                let held = block_size(unsafe { Pool::class_of(ptr, DEFAULT_POOL_SIZE) });
+                if new_size <= held && (new_size >= layout.size() || 4 * new_size > 3 * held) {
+                    return ptr;
+                }
+            }
+            // SAFETY: a live system block of `layout`; forwarded contract for `new_size`.
+            (false, false) => return unsafe { System.realloc(ptr, layout, new_size) },
+            _ => {}
+        }
+        // SAFETY: a non-zero size (the caller's contract).
+        let fresh = unsafe { self.alloc(new) };
+        if !fresh.is_null() {
+            // SAFETY: both blocks live and distinct, each at least the smaller size long; the
+            // old one is then freed with its own layout.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        fresh
+    }
+}
+
+/// A well-aligned, non-null pointer for zero-sized requests; it is never dereferenced.
+fn dangling(align: usize) -> NonNull<u8> {
+    // SAFETY: an alignment is a power of two, hence never zero.
+    unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(align)) }
+}
+
+// SAFETY: blocks stay valid until deallocated (`Global` is never dropped: it is a unit), do not
+// overlap, and `grow`/`shrink` (through `GlobalAlloc::realloc`, which keeps the alignment)
+// preserve the contents; every copy of `Global` is the same allocator.
+unsafe impl Allocator for Global {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(slice(dangling(layout.align()), 0));
+        }
+        // SAFETY: a non-zero size.
+        let block = unsafe { GlobalAlloc::alloc(self, layout) };
+        NonNull::new(block)
+            .map(|b| slice(b, layout.size()))
+            .ok_or(AllocError)
+    }
+
+    #[inline]
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(slice(dangling(layout.align()), 0));
+        }
+        // SAFETY: a non-zero size.
+        let block = unsafe { GlobalAlloc::alloc_zeroed(self, layout) };
+        NonNull::new(block)
+            .map(|b| slice(b, layout.size()))
+            .ok_or(AllocError)
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: forwarded contract: a live block of ours for `layout`.
+            unsafe { GlobalAlloc::dealloc(self, ptr.as_ptr(), layout) }
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.resize(ptr, old, new) }
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.resize(ptr, old, new) }
+    }
+}
+
+impl Global {
+    /// `grow` and `shrink`: `realloc` when the alignment stays and neither side is zero-sized,
+    /// else a fresh block and a copy.
+    ///
+    /// # Safety
+    ///
+    /// As [`Allocator::grow`].
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.size() != 0 && new.size() != 0 && old.align() == new.align() {
+            // SAFETY: forwarded contract: a live block of `old`, a valid new size.
+            let moved = unsafe { GlobalAlloc::realloc(self, ptr.as_ptr(), old, new.size()) };
+            return NonNull::new(moved)
+                .map(|b| slice(b, new.size()))
+                .ok_or(AllocError);
+        }
+        let fresh = self.allocate(new)?;
+        // SAFETY: both live and distinct; the old block is then freed with its layout.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr.as_ptr(),
+                fresh.cast::<u8>().as_ptr(),
+                old.size().min(new.size()),
+            );
+            self.deallocate(ptr, old);
+        }
+        Ok(fresh)
+    }
+}
