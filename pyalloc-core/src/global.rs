@@ -38,7 +38,7 @@ use std::alloc::System;
 use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
-use crate::free_list::{FreeListed, ListSpec};
+use crate::free_list::{FreeListId, FreeListed, ListSpec};
 use crate::heap::{Heap, TrimReport};
 use crate::pool::Pool;
 use crate::raw::{slice, ThreadLink};
@@ -377,23 +377,26 @@ fn is_pooled(layout: Layout) -> bool {
 }
 
 impl Global {
-    /// A small block for `layout` (non-zero), or null.
+    /// A block for `layout` (non-zero), or null: the fast path is the thread's heap's.
     #[inline(always)]
-    fn alloc_small(layout: Layout) -> *mut u8 {
+    fn alloc_block(layout: Layout) -> *mut u8 {
         if let Some(heap) = current() {
-            if !heap.heap.is_busy() {
-                return heap
-                    .heap
-                    .allocate(layout)
-                    .map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
+            if let Some(block) = heap.heap.alloc_fast(layout) {
+                return block.as_ptr();
             }
         }
-        Self::alloc_small_cold(layout)
+        Self::alloc_cold(layout)
     }
 
+    /// Everything but the fast path: large requests, a thread's first, a busy heap, a class
+    /// that needs a new pool.
     #[cold]
     #[inline(never)]
-    fn alloc_small_cold(layout: Layout) -> *mut u8 {
+    fn alloc_cold(layout: Layout) -> *mut u8 {
+        if !is_pooled(layout) {
+            // SAFETY: a non-zero size (every caller's contract).
+            return unsafe { System.alloc(layout) };
+        }
         let served = match current_or_start() {
             Some(heap) if !heap.heap.is_busy() => heap.heap.allocate(layout).ok(),
             _ => with_fallback(|heap| heap.allocate(layout).ok()).flatten(),
@@ -401,18 +404,42 @@ impl Global {
         served.map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr())
     }
 
-    /// Frees a small block of any thread's heap.
+    /// Frees a block of any thread's heap: the fast path is the owner's own free.
     ///
     /// # Safety
     ///
-    /// `ptr` is a live block from `alloc_small` for `layout`.
+    /// `ptr` is a live block from `alloc_block` for `layout`.
     #[inline(always)]
-    unsafe fn dealloc_small(ptr: NonNull<u8>, layout: Layout) {
+    unsafe fn dealloc_block(ptr: NonNull<u8>, layout: Layout) {
+        if let Some(heap) = current() {
+            // The size test first: only a pool block has a pool header to read.
+            if heap.heap.takes_fast_path(layout)
+                // SAFETY: a small layout is a live pool block of the default geometry.
+                && unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) } == heap.id
+            {
+                // SAFETY: the fast-path test passed just now; a live block of this heap.
+                return unsafe { heap.heap.free_fast(ptr) };
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Self::dealloc_cold(ptr, layout) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`dealloc_block`](Self::dealloc_block).
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_cold(ptr: NonNull<u8>, layout: Layout) {
+        if !is_pooled(layout) {
+            // SAFETY: a system block of `layout`.
+            return unsafe { System.dealloc(ptr.as_ptr(), layout) };
+        }
         // SAFETY: a live pool block of the default geometry.
         let owner = unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) };
         if let Some(heap) = current() {
             if heap.id == owner && !heap.heap.is_busy() {
-                // SAFETY: a live block of this heap, allocated for `layout`.
+                // SAFETY: a live block of this heap for `layout` (its slow path: debug mode).
                 return unsafe { heap.heap.deallocate(ptr, layout) };
             }
         }
@@ -483,29 +510,21 @@ impl Global {
     /// A slot for `T` from the calling thread's free list (else layer 2).
     #[inline(always)]
     pub(crate) fn pop_slot<T: FreeListed>() -> Result<NonNull<u8>, AllocError> {
-        let spec = const { &ListSpec::of::<T>() };
         if let Some(heap) = current() {
-            if !heap.heap.is_busy() {
-                return heap.heap.pop_slot(T::free_list_id(), spec);
+            if let Some(slot) = heap.heap.pop_slot_fast(T::free_list_id()) {
+                return Ok(slot);
             }
         }
-        Self::pop_slot_cold(spec)
+        Self::pop_slot_cold(T::free_list_id(), const { &ListSpec::of::<T>() })
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_slot_cold(spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
-        let block = Self::alloc_any(spec.slot_layout);
-        NonNull::new(block).ok_or(AllocError)
-    }
-
-    /// A block for any non-zero layout, through the global paths.
-    fn alloc_any(layout: Layout) -> *mut u8 {
-        if is_pooled(layout) {
-            Self::alloc_small(layout)
-        } else {
-            // SAFETY: a non-zero-sized layout.
-            unsafe { System.alloc(layout) }
+    fn pop_slot_cold(id: &'static FreeListId, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
+        match current_or_start() {
+            Some(heap) if !heap.heap.is_busy() => heap.heap.pop_slot_slow_for(id, spec),
+            // No list to take from: a block through the global paths.
+            _ => NonNull::new(Self::alloc_block(spec.slot_layout)).ok_or(AllocError),
         }
     }
 
@@ -517,16 +536,16 @@ impl Global {
     /// value.
     #[inline(always)]
     pub(crate) unsafe fn push_slot<T: FreeListed>(slot: NonNull<u8>) {
-        let spec = const { &ListSpec::of::<T>() };
         if let Some(heap) = current() {
-            if !heap.heap.is_busy() {
-                // SAFETY: a slot of `T`'s layout from a thread heap: its own list takes it
-                // whichever heap made it (a thread heap's layer 2 sends foreign ones home).
-                return unsafe { heap.heap.push_slot(T::free_list_id(), spec, slot) };
+            // SAFETY: a slot of `T`'s layout from a thread heap: the calling thread's list
+            // takes it whichever heap made it (a thread heap's layer 2 sends foreign ones
+            // home when it frees them).
+            if unsafe { heap.heap.push_slot_fast(T::free_list_id(), slot) } {
+                return;
             }
         }
-        // SAFETY: a live block of the global paths with the slot layout.
-        unsafe { Self::push_slot_cold(spec, slot) }
+        // SAFETY: forwarded contract.
+        unsafe { Self::push_slot_cold(T::free_list_id(), const { &ListSpec::of::<T>() }, slot) }
     }
 
     /// # Safety
@@ -534,9 +553,15 @@ impl Global {
     /// As [`push_slot`](Self::push_slot).
     #[cold]
     #[inline(never)]
-    unsafe fn push_slot_cold(spec: &ListSpec, slot: NonNull<u8>) {
-        // SAFETY: forwarded: the slot is a global block of its slot layout.
-        unsafe { GlobalAlloc::dealloc(&Global, slot.as_ptr(), spec.slot_layout) }
+    unsafe fn push_slot_cold(id: &'static FreeListId, spec: &ListSpec, slot: NonNull<u8>) {
+        match current_or_start() {
+            // SAFETY: forwarded contract (as in `push_slot`).
+            Some(heap) if !heap.heap.is_busy() => unsafe {
+                heap.heap.push_slot_slow_for(id, spec, slot)
+            },
+            // SAFETY: the slot is a global block of its slot layout, given up.
+            _ => unsafe { GlobalAlloc::dealloc(&Global, slot.as_ptr(), spec.slot_layout) },
+        }
     }
 }
 
@@ -569,18 +594,13 @@ pub struct ProcessStats {
 unsafe impl GlobalAlloc for Global {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if is_pooled(layout) {
-            Self::alloc_small(layout)
-        } else {
-            // SAFETY: forwarded contract (a non-zero size).
-            unsafe { System.alloc(layout) }
-        }
+        Self::alloc_block(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_pooled(layout) {
-            let block = Self::alloc_small(layout);
+            let block = Self::alloc_block(layout);
             if !block.is_null() {
                 // SAFETY: a fresh block of at least `layout.size()` bytes.
                 unsafe { block.write_bytes(0, layout.size()) };
@@ -594,14 +614,9 @@ unsafe impl GlobalAlloc for Global {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if is_pooled(layout) {
-            // SAFETY: the caller's contract: a live block this allocator gave for `layout`,
-            // which routes to a pool block; never null.
-            unsafe { Self::dealloc_small(NonNull::new_unchecked(ptr), layout) }
-        } else {
-            // SAFETY: forwarded contract: a system block of `layout`.
-            unsafe { System.dealloc(ptr, layout) }
-        }
+        // SAFETY: the caller's contract: a live block this allocator gave for `layout`, never
+        // null.
+        unsafe { Self::dealloc_block(NonNull::new_unchecked(ptr), layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -556,12 +556,28 @@ impl Heap {
         id: impl ListIdentity,
         spec: &ListSpec,
     ) -> Result<NonNull<u8>, AllocError> {
-        if self.gate.fast_paths_open() {
-            // SAFETY: the gate is open; a list pop calls nothing out and cannot panic.
-            if let Some(slot) = unsafe { self.core_fast() }.lists.pop(id.raw()) {
-                return Ok(slot);
-            }
+        if let Some(slot) = self.pop_slot_fast(id) {
+            return Ok(slot);
         }
+        self.pop_slot_slow(id.resolve(), spec)
+    }
+
+    /// The hit path alone: a slot when the gate is open and the list has one.
+    #[inline(always)]
+    pub(crate) fn pop_slot_fast(&self, id: impl ListIdentity) -> Option<NonNull<u8>> {
+        if !self.gate.fast_paths_open() {
+            return None;
+        }
+        // SAFETY: the gate is open; a list pop calls nothing out and cannot panic.
+        unsafe { self.core_fast() }.lists.pop(id.raw())
+    }
+
+    /// The slow pop, for `Global` when its hit path missed and the heap is not busy.
+    pub(crate) fn pop_slot_slow_for(
+        &self,
+        id: impl ListIdentity,
+        spec: &ListSpec,
+    ) -> Result<NonNull<u8>, AllocError> {
         self.pop_slot_slow(id.resolve(), spec)
     }
 
@@ -593,13 +609,40 @@ impl Heap {
         spec: &ListSpec,
         slot: NonNull<u8>,
     ) {
-        if self.gate.fast_paths_open() {
-            // SAFETY: the gate is open; a list push calls nothing out and cannot panic; the
-            // slot has the list's layout (the caller's contract).
-            if unsafe { self.core_fast().lists.try_push(id.raw(), slot) } {
-                return;
-            }
+        // SAFETY: forwarded contract.
+        if unsafe { self.push_slot_fast(id, slot) } {
+            return;
         }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_slot_slow(id.resolve(), spec, slot) }
+    }
+
+    /// The hit path alone: pushes when the gate is open and the list has room.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_slot`](Self::push_slot).
+    #[inline(always)]
+    pub(crate) unsafe fn push_slot_fast(&self, id: impl ListIdentity, slot: NonNull<u8>) -> bool {
+        if !self.gate.fast_paths_open() {
+            return false;
+        }
+        // SAFETY: the gate is open; a list push calls nothing out and cannot panic; the slot
+        // has the list's layout (the caller's contract).
+        unsafe { self.core_fast().lists.try_push(id.raw(), slot) }
+    }
+
+    /// The slow push, for `Global` when its hit path missed and the heap is not busy.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_slot`](Self::push_slot).
+    pub(crate) unsafe fn push_slot_slow_for(
+        &self,
+        id: impl ListIdentity,
+        spec: &ListSpec,
+        slot: NonNull<u8>,
+    ) {
         // SAFETY: forwarded contract.
         unsafe { self.push_slot_slow(id.resolve(), spec, slot) }
     }
@@ -634,8 +677,35 @@ impl Heap {
     /// Whether a request takes the pool fast path: non-zero, small, the gate open and the
     /// heap not in debug mode (one comparison covers all four, see [`Gate`]).
     #[inline(always)]
-    fn takes_fast_path(&self, layout: Layout) -> bool {
+    pub(crate) fn takes_fast_path(&self, layout: Layout) -> bool {
         layout.size().wrapping_sub(1) < self.gate.fast_limit() && layout.align() <= ALIGNMENT
+    }
+
+    /// `Global`'s allocation fast path: a pool block, or `None` for the caller's slow path
+    /// (the fast path is closed, the request is not small, or the class needs a new pool that
+    /// could not be had).
+    #[inline(always)]
+    pub(crate) fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
+        if !self.takes_fast_path(layout) {
+            return None;
+        }
+        // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out only
+        // through the gate and does not panic.
+        unsafe { self.core_fast() }
+            .raw
+            .alloc_block(class_of(layout.size()), &self.gate)
+    }
+
+    /// `Global`'s free fast path, after [`takes_fast_path`](Self::takes_fast_path) passed.
+    ///
+    /// # Safety
+    ///
+    /// `takes_fast_path(layout)` returned `true` with nothing run on this heap since, and `ptr`
+    /// is a live block of this heap's pools.
+    #[inline(always)]
+    pub(crate) unsafe fn free_fast(&self, ptr: NonNull<u8>) {
+        // SAFETY: the caller's contract: the gate is open and the block is ours.
+        unsafe { self.core_fast().raw.free_block(ptr, &self.gate) }
     }
 
     #[cold]
