@@ -11,7 +11,8 @@
 //! Modules import only downwards, in this order (each line imports only from lines above it):
 //!
 //! ```text
-//!  config, valgrind, gate          tunables; memcheck hooks; the re-entrancy gate
+//!  config, valgrind, gate, meta    tunables; memcheck hooks; the re-entrancy gate; the
+//!                                  system allocator the core's own structures live in
 //!  fill, link, size_class          fill patterns; the free-block link; class arithmetic
 //!  os                              layer 0: arena sources
 //!  arena                           layer 1: the arena table, the spares budget
@@ -35,6 +36,7 @@ mod free_list;
 mod gate;
 mod heap;
 mod link;
+mod meta;
 mod os;
 mod pool;
 mod pooled;
