@@ -57,7 +57,7 @@ use core::ptr::NonNull;
 
 use crate::gate::Gate;
 use crate::meta::{Meta, MetaBox, MetaVec};
-use crate::os::ArenaSource;
+use crate::os::SourceBox;
 
 /// "No arena": the null link of the arena lists.
 const NONE: u32 = u32::MAX;
@@ -265,7 +265,7 @@ pub(crate) struct Arenas {
     empty_arenas: usize,
     /// Whether one unit of the budget is lent to layer 2's cached empty pool.
     spare_lent: bool,
-    source: Box<dyn ArenaSource + Send>,
+    source: SourceBox,
     /// Which addresses lie in the arenas mapped now.
     map: ArenaMap,
     allocated_total: u64,
@@ -279,7 +279,7 @@ impl Arenas {
         pool_size: usize,
         arena_size: usize,
         empty_arenas_kept: usize,
-        source: Box<dyn ArenaSource + Send>,
+        source: SourceBox,
     ) -> Self {
         let pools_per_arena = (arena_size / pool_size) as u32;
         debug_assert!((1..=64).contains(&pools_per_arena));
@@ -806,11 +806,11 @@ impl Drop for Arenas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::SystemSource;
+    use crate::os::{boxed_source, SystemSource};
 
     /// Arenas of 8 pools of 4 KiB from the system allocator, keeping `kept` spares.
     fn arenas(kept: usize) -> Arenas {
-        Arenas::new(4 << 10, 32 << 10, kept, Box::new(SystemSource))
+        Arenas::new(4 << 10, 32 << 10, kept, boxed_source(SystemSource))
     }
 
     fn take(a: &mut Arenas, gate: &Gate) -> (u32, u32) {

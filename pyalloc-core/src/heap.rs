@@ -31,7 +31,7 @@ use crate::free_list::{
     MAX_FREE_LIST_CAPACITY,
 };
 use crate::gate::Gate;
-use crate::os::{default_source, ArenaSource};
+use crate::os::{boxed_source, default_source, ArenaSource, SourceBox};
 use crate::raw::{slice, RawHeap};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
@@ -263,13 +263,10 @@ impl Heap {
         config: HeapConfig,
         source: S,
     ) -> Result<Self, ConfigError> {
-        Self::with_boxed_source(config, Box::new(source))
+        Self::with_boxed_source(config, boxed_source(source))
     }
 
-    fn with_boxed_source(
-        config: HeapConfig,
-        source: Box<dyn ArenaSource + Send>,
-    ) -> Result<Self, ConfigError> {
+    fn with_boxed_source(config: HeapConfig, source: SourceBox) -> Result<Self, ConfigError> {
         config.validate()?;
         let fast_limit = if config.debug {
             0
