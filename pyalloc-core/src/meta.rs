@@ -27,3 +27,7 @@ pub(crate) type MetaVec<T> = allocator_api2::vec::Vec<T, Meta>;
 /// A `Box` in system memory. A `MetaBox<dyn Trait>` is made with `allocator_api2::unsize_box!`
 /// (stable Rust cannot coerce a `Box` with an allocator).
 pub(crate) type MetaBox<T> = allocator_api2::boxed::Box<T, Meta>;
+
+/// A `HashMap` in system memory, hashed as the standard one is (SipHash, keys per thread): a
+/// `RandomState` allocates nothing when made.
+pub(crate) type MetaHashMap<K, V> = hashbrown::HashMap<K, V, std::hash::RandomState, Meta>;
