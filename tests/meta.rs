@@ -257,8 +257,7 @@ fn a_default_heap_allocates_nothing_globally() {
 #[test]
 fn a_debug_heap_allocates_nothing_globally() {
     let make = || Heap::with_config(small_arenas().debug(true)).unwrap();
-    let stats = watched_heap("debug heap", make, 1, blocks(true));
-    assert!(stats.arenas_highwater() > 4, "{}", stats.arenas_highwater());
+    watched_heap("debug heap", make, 1, blocks(true));
 }
 
 #[test]
