@@ -1,9 +1,9 @@
 //! Layer 1: arenas, and the pools carved out of them.
 //!
 //! An arena is `arena_size` bytes from the [`ArenaSource`], aligned to its size and cut into
-//! `pools_per_arena` pools of `pool_size` bytes. The arena table (`Vec<ArenaObject>`, the
-//! counterpart of CPython's `arenas` array) lives outside the arenas, in system memory, so an
-//! arena's pages can be purged or unmapped without losing any bookkeeping.
+//! `pools_per_arena` pools of `pool_size` bytes. The arena table (a [`MetaVec`] of
+//! `ArenaObject`s, the counterpart of CPython's `arenas` array) lives outside the arenas, in
+//! system memory, so an arena's pages can be purged or unmapped without losing any bookkeeping.
 //!
 //! ## Free pools: two bitmaps
 //! CPython links an arena's empty pools through their headers and carves untouched pools from
@@ -56,7 +56,8 @@
 use core::ptr::NonNull;
 
 use crate::gate::Gate;
-use crate::os::ArenaSource;
+use crate::meta::{Meta, MetaBox, MetaVec};
+use crate::os::SourceBox;
 
 /// "No arena": the null link of the arena lists.
 const NONE: u32 = u32::MAX;
@@ -72,27 +73,37 @@ const LEAF_BITS: u32 = 15;
 /// One leaf of the map: a bit per arena slot.
 type Leaf = [u64; 1 << (LEAF_BITS - 6)];
 
+/// An entry of the map's root: a leaf, or none yet.
+type RootEntry = Option<MetaBox<Leaf>>;
+
+// The root is allocated zeroed and read as `None`s. `Option<Box<T>>` is documented to be null
+// for `None`, but `MetaBox` is allocator-api2's `Box` (a pointer and the zero-sized `Meta`),
+// for which no such promise is written: this proves it for every build instead, and fails the
+// build (a size mismatch, or the assertion) if it ever stops being so.
+// SAFETY: `None` holds no pointer; reading its bytes as an integer reads no provenance.
+const _: () = assert!(unsafe { core::mem::transmute::<RootEntry, usize>(None) } == 0);
+
 /// One bit per arena-sized slot of the address space, set while an arena of this heap is
 /// mapped there: a two-level radix map (see the module docs).
 pub(crate) struct ArenaMap {
     /// `log2(arena size)`: a slot's number is its address shifted by this.
     shift: u32,
-    /// The leaves, indexed by `slot >> LEAF_BITS`; allocated zeroed (`vec![None; n]` is a
-    /// zeroed allocation, `None` being null) when the first arena is registered. Most of it is
-    /// never written, so nothing walks it whole: see `leaf_indices`.
-    root: Vec<Option<Box<Leaf>>>,
+    /// The leaves, indexed by `slot >> LEAF_BITS`; allocated zeroed (`None` is null, see
+    /// `RootEntry`) when the first arena is registered. Most of it is never written, so nothing
+    /// walks it whole: see `leaf_indices`.
+    root: MetaVec<RootEntry>,
     /// The root indices that hold a leaf, so that counting and dropping the map cost one step
     /// per leaf, not one per root entry (up to 2^19 with 16 KiB arenas, and a page fault per
     /// 512 of them).
-    leaf_indices: Vec<usize>,
+    leaf_indices: MetaVec<usize>,
 }
 
 impl ArenaMap {
     fn new(arena_size: usize) -> Self {
         ArenaMap {
             shift: arena_size.trailing_zeros(),
-            root: Vec::new(),
-            leaf_indices: Vec::new(),
+            root: MetaVec::new_in(Meta),
+            leaf_indices: MetaVec::new_in(Meta),
         }
     }
 
@@ -127,10 +138,11 @@ impl ArenaMap {
         };
         if self.root.is_empty() {
             let entries = 1usize << (ADDRESS_BITS - self.shift).saturating_sub(LEAF_BITS);
-            if self.root.try_reserve_exact(entries).is_err() {
+            let Ok(zeroed) = MetaBox::<[RootEntry]>::try_new_zeroed_slice_in(entries, Meta) else {
                 return false;
-            }
-            self.root = vec![None; entries];
+            };
+            // SAFETY: all-zero bytes are a `RootEntry`'s `None` (proved next to `RootEntry`).
+            self.root = unsafe { zeroed.assume_init() }.into_vec();
         }
         let words = match &mut self.root[leaf] {
             Some(words) => words,
@@ -139,16 +151,12 @@ impl ArenaMap {
                 if self.leaf_indices.try_reserve(1).is_err() {
                     return false;
                 }
-                let layout = core::alloc::Layout::new::<Leaf>();
-                // SAFETY: a leaf has a non-zero size.
-                let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Leaf>();
-                if ptr.is_null() {
+                let Ok(zeroed) = MetaBox::<Leaf>::try_new_zeroed_in(Meta) else {
                     return false;
-                }
+                };
                 self.leaf_indices.push(leaf);
-                // SAFETY: a zeroed allocation of a `Leaf` (all-zero is a valid `[u64; N]`), with
-                // the global allocator and `Leaf`'s layout, as `Box` requires.
-                slot.insert(unsafe { Box::from_raw(ptr) })
+                // SAFETY: all-zero bytes are a valid `[u64; N]`.
+                slot.insert(unsafe { zeroed.assume_init() })
             }
         };
         if present {
@@ -170,8 +178,7 @@ impl ArenaMap {
 
     /// Bytes the map takes: its root and its leaves.
     pub(crate) fn bytes(&self) -> usize {
-        self.root.len() * size_of::<Option<Box<Leaf>>>()
-            + self.leaf_indices.len() * size_of::<Leaf>()
+        self.root.len() * size_of::<RootEntry>() + self.leaf_indices.len() * size_of::<Leaf>()
     }
 
     /// Leaves made.
@@ -242,13 +249,13 @@ pub(crate) struct PoolEntry {
 
 /// The arena table, its lists, the spares budget, and the source arenas come from.
 pub(crate) struct Arenas {
-    objects: Vec<ArenaObject>,
+    objects: MetaVec<ArenaObject>,
     /// Head of the list of unused slots of `objects`.
     unused: u32,
     /// Head of the usable list: the arena with the fewest free pools.
     usable: u32,
     /// `nfp2lasta[n]`: the last usable arena with `n` free pools, or `NONE`.
-    nfp2lasta: Vec<u32>,
+    nfp2lasta: MetaVec<u32>,
     pools_per_arena: u32,
     pool_size: usize,
     arena_size: usize,
@@ -258,7 +265,7 @@ pub(crate) struct Arenas {
     empty_arenas: usize,
     /// Whether one unit of the budget is lent to layer 2's cached empty pool.
     spare_lent: bool,
-    source: Box<dyn ArenaSource + Send>,
+    source: SourceBox,
     /// Which addresses lie in the arenas mapped now.
     map: ArenaMap,
     allocated_total: u64,
@@ -272,15 +279,15 @@ impl Arenas {
         pool_size: usize,
         arena_size: usize,
         empty_arenas_kept: usize,
-        source: Box<dyn ArenaSource + Send>,
+        source: SourceBox,
     ) -> Self {
         let pools_per_arena = (arena_size / pool_size) as u32;
         debug_assert!((1..=64).contains(&pools_per_arena));
         Arenas {
-            objects: Vec::new(),
+            objects: MetaVec::new_in(Meta),
             unused: NONE,
             usable: NONE,
-            nfp2lasta: vec![NONE; pools_per_arena as usize + 1],
+            nfp2lasta: allocator_api2::vec![in Meta; NONE; pools_per_arena as usize + 1],
             pools_per_arena,
             pool_size,
             arena_size,
@@ -795,7 +802,7 @@ impl Arenas {
                 "usable list has {seen} arenas, {listed} have free pools"
             ));
         }
-        if last_of != self.nfp2lasta {
+        if last_of[..] != self.nfp2lasta[..] {
             return Err(format!(
                 "nfp2lasta {:?} should be {:?}",
                 self.nfp2lasta, last_of
@@ -820,11 +827,11 @@ impl Drop for Arenas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::SystemSource;
+    use crate::os::{boxed_source, SystemSource};
 
     /// Arenas of 8 pools of 4 KiB from the system allocator, keeping `kept` spares.
     fn arenas(kept: usize) -> Arenas {
-        Arenas::new(4 << 10, 32 << 10, kept, Box::new(SystemSource))
+        Arenas::new(4 << 10, 32 << 10, kept, boxed_source(SystemSource))
     }
 
     fn take(a: &mut Arenas, gate: &Gate) -> (u32, u32) {

@@ -41,7 +41,7 @@
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 
 use allocator_api2::alloc::AllocError;
 
@@ -50,6 +50,7 @@ use crate::fill::{first_mismatch, FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
 use crate::free_list::{FreeLists, ListSpec};
 use crate::gate::Gate;
 use crate::link::{self, LINK};
+use crate::meta::MetaHashMap;
 use crate::pool::Pool;
 use crate::raw::{dangling, slice, RawHeap};
 use crate::size_class::{block_size, class_of, is_small};
@@ -293,16 +294,80 @@ unsafe fn check_at_rest(
     found
 }
 
-/// What the debug mode remembers.
+/// A quarantined block: the pointer returned to the user, and its layout.
+type Quarantined = (NonNull<u8>, Layout);
+
+/// Freed large blocks not yet given back, oldest first: a ring of [`QUARANTINE_BLOCKS`]
+/// entries inside the debug layer. The quarantine's bound is a constant, so it needs no memory
+/// of its own (the heap's structures stay out of the global allocator, see
+/// [`meta`](crate::meta)) and every operation is O(1), as a `VecDeque`'s.
+#[derive(Debug)]
+struct Quarantine {
+    /// The entries, `len` of them from `head` on, wrapping; the others are `None`.
+    ring: [Option<Quarantined>; QUARANTINE_BLOCKS],
+    head: usize,
+    len: usize,
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine {
+            ring: [None; QUARANTINE_BLOCKS],
+            head: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Quarantine {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The oldest block.
+    fn front(&self) -> Option<&Quarantined> {
+        self.ring[self.head].as_ref()
+    }
+
+    /// Takes the oldest block out.
+    fn pop_front(&mut self) -> Option<Quarantined> {
+        let oldest = self.ring[self.head].take()?;
+        self.head = (self.head + 1) % QUARANTINE_BLOCKS;
+        self.len -= 1;
+        Some(oldest)
+    }
+
+    /// Adds the newest block. The caller has made room (`make_quarantine_room`).
+    fn push_back(&mut self, block: Quarantined) {
+        debug_assert!(
+            self.len < QUARANTINE_BLOCKS,
+            "pyalloc debug: quarantine full"
+        );
+        let at = (self.head + self.len) % QUARANTINE_BLOCKS;
+        self.ring[at] = Some(block);
+        self.len += 1;
+    }
+
+    /// The blocks, oldest first.
+    fn iter(&self) -> impl Iterator<Item = &Quarantined> {
+        (0..self.len).filter_map(|i| self.ring[(self.head + i) % QUARANTINE_BLOCKS].as_ref())
+    }
+}
+
+/// What the debug mode remembers, in system memory (see [`meta`](crate::meta)).
 #[derive(Debug, Default)]
 pub(crate) struct DebugLayer {
     /// Live blocks: returned address → the pointer (for the `check()` walk) and the layout
     /// requested.
-    live: HashMap<usize, (NonNull<u8>, Layout)>,
+    live: MetaHashMap<usize, (NonNull<u8>, Layout)>,
     /// Blocks freed and not handed out since: address → the layout they had.
-    freed: HashMap<usize, Layout>,
-    /// Freed large blocks not yet given back: (returned pointer, layout), oldest first.
-    quarantine: VecDeque<(NonNull<u8>, Layout)>,
+    freed: MetaHashMap<usize, Layout>,
+    /// Freed large blocks not yet given back.
+    quarantine: Quarantine,
     /// Bytes of the inner blocks in the quarantine.
     quarantine_bytes: usize,
 }
@@ -706,7 +771,7 @@ impl DebugLayer {
         for &(ptr, layout) in self.live.values() {
             Self::check_guards(ptr, layout).map_err(err)?;
         }
-        for &(ptr, layout) in &self.quarantine {
+        for &(ptr, layout) in self.quarantine.iter() {
             let inner = inner_layout(layout).expect("quarantined layouts have an inner layout");
             // SAFETY: a quarantined inner block, still ours.
             unsafe { check_at_rest(Freed::Memory, inner_of(ptr, layout), inner.size(), 0) }
@@ -734,7 +799,7 @@ impl DebugLayer {
     /// Frees the system blocks still live or quarantined when the heap is dropped (pool blocks
     /// go with their arenas). Only the debug mode knows them: it records every block.
     pub(crate) fn release_leftovers(&mut self, raw: &mut RawHeap) {
-        let quarantined = self.quarantine.drain(..);
+        let quarantined = core::iter::from_fn(|| self.quarantine.pop_front());
         for (ptr, layout) in self.live.drain().map(|(_, v)| v).chain(quarantined) {
             let inner = inner_layout(layout).expect("recorded layouts have an inner layout");
             if !is_small(inner) {
@@ -750,6 +815,33 @@ impl DebugLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quarantine_ring_is_first_in_first_out_across_its_wrap() {
+        let entry = |n: usize| (dangling(16 * (n + 1)), Layout::new::<[u8; 1000]>());
+        let mut q = Quarantine::default();
+        assert!(q.is_empty() && q.front().is_none() && q.pop_front().is_none());
+        for n in 0..QUARANTINE_BLOCKS {
+            q.push_back(entry(n));
+        }
+        for n in 0..10 {
+            assert_eq!(q.pop_front(), Some(entry(n)));
+        }
+        for n in QUARANTINE_BLOCKS..QUARANTINE_BLOCKS + 10 {
+            q.push_back(entry(n));
+        }
+        assert_eq!(q.len(), QUARANTINE_BLOCKS);
+        assert!(q
+            .iter()
+            .copied()
+            .eq((10..QUARANTINE_BLOCKS + 10).map(entry)));
+        assert_eq!(q.front(), Some(&entry(10)));
+        let drained: Vec<_> = core::iter::from_fn(|| q.pop_front()).collect();
+        assert!(drained
+            .into_iter()
+            .eq((10..QUARANTINE_BLOCKS + 10).map(entry)));
+        assert!(q.is_empty() && q.iter().next().is_none());
+    }
 
     #[test]
     fn inner_blocks_keep_the_data_aligned_and_guarded() {

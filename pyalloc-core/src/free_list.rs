@@ -34,6 +34,7 @@ use allocator_api2::alloc::AllocError;
 
 use crate::gate::Gate;
 use crate::link;
+use crate::meta::{Meta, MetaVec};
 use crate::raw::RawHeap;
 use crate::valgrind;
 
@@ -295,7 +296,9 @@ pub(crate) struct FreeList {
     /// Set when the heap first sees the id.
     spec: Option<ListSpec>,
     /// The debug mode's slots, out of band (the slots themselves hold only the freed pattern).
-    out_of_band: Vec<NonNull<u8>>,
+    /// In system memory, as every structure of the core (see [`meta`](crate::meta)); `new_in`
+    /// is a `const fn`, so [`UNCREATED`](Self::UNCREATED) stays a constant.
+    out_of_band: MetaVec<NonNull<u8>>,
     /// Slots taken off the list without being handed out (evicted by a smaller capacity,
     /// or cleared). Hits are not counted on the hit path: they are `pushes - len - drained`.
     drained: u64,
@@ -310,7 +313,7 @@ impl FreeList {
         len: 0,
         capacity: 0,
         spec: None,
-        out_of_band: Vec::new(),
+        out_of_band: MetaVec::new_in(Meta),
         drained: 0,
         misses: 0,
         pushes: 0,
@@ -422,7 +425,7 @@ impl FreeList {
 #[derive(Debug)]
 pub(crate) struct FreeLists {
     /// Indexed by id; [`FreeList::UNCREATED`] for an id this heap has not seen.
-    lists: Vec<FreeList>,
+    lists: MetaVec<FreeList>,
     /// `true` when the heap's config disables free lists: lists are created with capacity 0,
     /// and stay so.
     disabled: bool,
@@ -431,7 +434,7 @@ pub(crate) struct FreeLists {
 impl FreeLists {
     pub(crate) fn new(disabled: bool) -> Self {
         FreeLists {
-            lists: Vec::new(),
+            lists: MetaVec::new_in(Meta),
             disabled,
         }
     }

@@ -31,7 +31,8 @@ use crate::free_list::{
     MAX_FREE_LIST_CAPACITY,
 };
 use crate::gate::Gate;
-use crate::os::{default_source, ArenaSource};
+use crate::meta::{Meta, MetaBox};
+use crate::os::{boxed_source, default_source, ArenaSource, SourceBox};
 use crate::raw::{slice, RawHeap, ThreadLink};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
@@ -134,8 +135,9 @@ pub struct Heap {
 struct Core {
     raw: RawHeap,
     lists: FreeLists,
-    /// The debug layer, when the heap was built in debug mode.
-    debug: Option<Box<DebugLayer>>,
+    /// The debug layer, when the heap was built in debug mode (boxed in system memory, as
+    /// every structure of the core: see [`meta`](crate::meta)).
+    debug: Option<MetaBox<DebugLayer>>,
 }
 
 // SAFETY: every pointer inside the heap points into memory the heap owns (its arenas, its
@@ -263,13 +265,10 @@ impl Heap {
         config: HeapConfig,
         source: S,
     ) -> Result<Self, ConfigError> {
-        Self::with_boxed_source(config, Box::new(source))
+        Self::with_boxed_source(config, boxed_source(source))
     }
 
-    fn with_boxed_source(
-        config: HeapConfig,
-        source: Box<dyn ArenaSource + Send>,
-    ) -> Result<Self, ConfigError> {
+    fn with_boxed_source(config: HeapConfig, source: SourceBox) -> Result<Self, ConfigError> {
         config.validate()?;
         let fast_limit = if config.debug {
             0
@@ -280,7 +279,9 @@ impl Heap {
             core: UnsafeCell::new(Core {
                 raw: RawHeap::new(&config, source),
                 lists: FreeLists::new(!config.free_lists),
-                debug: config.debug.then(Box::default),
+                debug: config
+                    .debug
+                    .then(|| MetaBox::new_in(DebugLayer::default(), Meta)),
             }),
             gate: Gate::new(fast_limit),
             deferred: DeferredFrees::default(),

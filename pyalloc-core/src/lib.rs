@@ -11,7 +11,8 @@
 //! Modules import only downwards, in this order (each line imports only from lines above it):
 //!
 //! ```text
-//!  config, valgrind, gate          tunables; memcheck hooks; the re-entrancy gate
+//!  config, valgrind, gate, meta    tunables; memcheck hooks; the re-entrancy gate; the
+//!                                  system allocator the core's own structures live in
 //!  fill, link, size_class          fill patterns; the free-block link; class arithmetic
 //!  remote                          frees from other threads: mailboxes, who holds a heap
 //!  os                              layer 0: arena sources
@@ -39,6 +40,7 @@ mod gate;
 mod global;
 mod heap;
 mod link;
+mod meta;
 mod os;
 mod pool;
 mod pool_box;

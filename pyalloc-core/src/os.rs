@@ -16,6 +16,10 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
+#[cfg(all(unix, miri))]
+use crate::meta::MetaVec;
+use crate::meta::{Meta, MetaBox};
+
 /// Where a heap's arenas come from.
 ///
 /// # Safety
@@ -52,26 +56,49 @@ pub unsafe trait ArenaSource {
     }
 }
 
+/// A heap's arena source, boxed in system memory like the rest of the core's structures (see
+/// [`meta`](crate::meta)): boxing a source of the caller's through the global allocator would
+/// re-enter a heap that serves as the global allocator.
+pub(crate) type SourceBox = MetaBox<dyn ArenaSource + Send>;
+
+/// Boxes `source` in system memory (a zero-sized source, as the default one, takes none).
+pub(crate) fn boxed_source<S: ArenaSource + Send + 'static>(source: S) -> SourceBox {
+    allocator_api2::unsize_box!(MetaBox::new_in(source, Meta))
+}
+
 /// The default source of this platform: [`MmapSource`] on Unix, [`SystemSource`] elsewhere.
-pub(crate) fn default_source() -> Box<dyn ArenaSource + Send> {
+pub(crate) fn default_source() -> SourceBox {
     #[cfg(unix)]
     {
-        Box::new(MmapSource::new())
+        boxed_source(MmapSource::new())
     }
     #[cfg(not(unix))]
     {
-        Box::new(SystemSource)
+        boxed_source(SystemSource)
     }
 }
 
 /// Arenas from anonymous `mmap`, aligned by over-mapping and trimming.
 #[cfg(unix)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
+#[cfg_attr(not(miri), derive(Default))]
 pub struct MmapSource {
     /// Miri can only `munmap` a whole mapping, so under Miri the over-mapped region is kept and
-    /// remembered here as `(arena address, mapping start, mapping length)`.
+    /// remembered here as `(arena address, mapping start, mapping length)`; in system memory,
+    /// as the heap's own structures are.
     #[cfg(miri)]
-    mappings: Vec<(usize, NonNull<u8>, usize)>,
+    mappings: MetaVec<(usize, NonNull<u8>, usize)>,
+}
+
+/// A `MetaVec` has no `Default` (allocator-api2 gives one to `Vec<T, Global>` only).
+#[cfg(all(unix, miri))]
+impl Default for MmapSource {
+    fn default() -> Self {
+        MmapSource {
+            #[cfg(miri)]
+            mappings: MetaVec::new_in(Meta),
+        }
+    }
 }
 
 // SAFETY: the only state is the Miri bookkeeping of mappings this source owns; moving it to

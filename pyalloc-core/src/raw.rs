@@ -37,7 +37,7 @@ use crate::arena::Arenas;
 use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
-use crate::os::ArenaSource;
+use crate::os::SourceBox;
 use crate::pool::{Pool, PoolList, NO_OWNER};
 use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
@@ -94,7 +94,7 @@ pub(crate) fn dangling(align: usize) -> NonNull<u8> {
 
 impl RawHeap {
     /// A heap with a validated `config`, taking arenas from `source`. Maps nothing yet.
-    pub(crate) fn new(config: &HeapConfig, source: Box<dyn ArenaSource + Send>) -> Self {
+    pub(crate) fn new(config: &HeapConfig, source: SourceBox) -> Self {
         debug_assert!(config.validate().is_ok());
         RawHeap {
             used_pools: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
@@ -728,7 +728,7 @@ impl Drop for RawHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::SystemSource;
+    use crate::os::{boxed_source, SystemSource};
 
     /// 32 KiB arenas of 4 KiB pools from the system allocator.
     fn raw(kept: usize, limit: Option<usize>) -> (RawHeap, Gate) {
@@ -740,7 +740,7 @@ mod tests {
             config = config.memory_limit(limit);
         }
         (
-            RawHeap::new(&config, Box::new(SystemSource)),
+            RawHeap::new(&config, boxed_source(SystemSource)),
             Gate::new(512),
         )
     }
