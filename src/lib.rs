@@ -13,3 +13,8 @@ pub use allocator_api2::{
     boxed::Box,
     vec::Vec,
 };
+
+/// The test suite's global allocator under the `test-global-allocator` feature (CI only).
+#[cfg(feature = "test-global-allocator")]
+#[global_allocator]
+static TEST_GLOBAL_ALLOCATOR: Global = Global;

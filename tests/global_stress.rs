@@ -3,6 +3,10 @@
 //! freed; afterwards the process-wide figures show nothing in use, and the RSS is back near
 //! its baseline. One test in a process of its own, so the figures are this test's alone.
 
+// Its process-wide figures must be this test's alone: not with the facade's
+// `test-global-allocator`, under which the harness allocates through `Global` too.
+#![cfg(not(feature = "test-global-allocator"))]
+
 use std::sync::{Arc, Mutex};
 use std::thread;
 

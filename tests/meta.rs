@@ -10,6 +10,9 @@
 //! `stats()` and `check()` are left out (called between watches): what they return is the
 //! caller's to own.
 
+// This binary installs a counting global allocator of its own: not with the facade's `test-global-allocator`.
+#![cfg(not(feature = "test-global-allocator"))]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr::NonNull;
