@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # W8 under callgrind: instructions per cross-thread alloc+free pair of a 64-byte box, per peer
-# (exact up to the thread interleaving valgrind picks: repeated runs agree to a few hundredths
-# of an instruction per pair).
+# (exact up to the thread interleaving valgrind picks: repeated runs agree within 1%, about
+# two instructions per pair).
 #
 #   pyalloc-bench/callgrind-crossthread.sh [N] [PEER...]
 #
@@ -14,7 +14,9 @@
 #   `crossthread::free_box` (`--toggle-collect`), the allocator's own work on both threads,
 #   plus a call and a return per function (about 4 instructions per pair);
 # - whole: every instruction of the run: the allocator, writing and checking each box's
-#   pattern, the batches and the channel.
+#   pattern, the batches and the channel, including the channel's spinning while one thread
+#   waits for the other, which depends on how valgrind interleaves the threads (it runs one
+#   at a time): read it as the harness's share, and compare allocators on the first column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -369,7 +369,7 @@ const USAGE: &str = "usage: pyalloc-realprog [--records N] [--seed S] [--threads
 
 fn parse_args() -> Result<Args, String> {
     let mut out = Args {
-        records: 300_000,
+        records: 250_000,
         seed: 0x5eed,
         threads: 0,
     };
