@@ -6,11 +6,15 @@
 //! - `--bin replay`: W5, replay of real CPython allocation traces ([`replay`]).
 //! - `--bin memory`: W6, RSS per peer in fresh child processes.
 //! - `--bin pairs` with `callgrind.sh`: instructions per alloc+free pair.
+//! - `--bin crossthread` with `callgrind-crossthread.sh`: W8, boxes allocated on producer
+//!   threads and freed on consumer threads ([`crossthread`]).
 //!
-//! Every measurement goes through one adapter, [`Peer`], and is generic over it. `replay` and
+//! Every single-threaded measurement goes through one adapter, [`Peer`], and is generic over
+//! it; W8's peers are shared by threads and implement [`crossthread::ThreadedPeer`] instead. `replay` and
 //! `memory` also draw their tables as SVG bar charts ([`chart`]).
 
 pub mod chart;
+pub mod crossthread;
 pub mod peers;
 pub mod replay;
 pub mod rng;
