@@ -7,8 +7,8 @@
 #   pyalloc-bench/realprog/run.sh [RUNS] [-- PROGRAM ARGS...]
 #   ALLOCATORS="system mimalloc" pyalloc-bench/realprog/run.sh 5 -- --records 1e5
 #
-# ALLOCATORS: features of pyalloc-realprog, by default "system mimalloc jemalloc" (add
-# `pyalloc` once `pyalloc::Global` lands); ratios are to the first one. The binaries are kept
+# ALLOCATORS: features of pyalloc-realprog, by default "pyalloc system mimalloc jemalloc";
+# ratios are to the first one. The binaries are kept
 # in $CARGO_TARGET_DIR/realprog/realprog-FEATURE.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +18,7 @@ shift || true
 if [ "${1:-}" = "--" ]; then
   shift
 fi
-read -r -a allocators <<<"${ALLOCATORS:-system mimalloc jemalloc}"
+read -r -a allocators <<<"${ALLOCATORS:-pyalloc system mimalloc jemalloc}"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 bindir=$CARGO_TARGET_DIR/realprog
 mkdir -p "$bindir"

@@ -72,7 +72,7 @@ pub trait ThreadedPeer: Sync {
 }
 
 /// Any `GlobalAlloc`, through `alloc` and `dealloc`: glibc as `ViaGlobalAlloc(System)`, and
-/// `pyalloc::Global` once it lands.
+/// `pyalloc::Global`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ViaGlobalAlloc<A>(pub A);
 
@@ -175,10 +175,8 @@ macro_rules! threaded_peers {
 }
 
 threaded_peers! {
-    // >>> The pyalloc arm. When `pyalloc::Global` lands (#10), uncomment the next two lines:
-    // /// `pyalloc::Global` through `GlobalAlloc` (per-thread heaps, remote frees queued).
-    // Pyalloc => "pyalloc", ViaGlobalAlloc(pyalloc::Global);
-    // <<<
+    /// `pyalloc::Global` through `GlobalAlloc` (per-thread heaps, remote frees by mailbox).
+    Pyalloc => "pyalloc", ViaGlobalAlloc(pyalloc::Global);
     /// glibc's `malloc`/`free`, through `std::alloc::System`.
     Glibc => "glibc", ViaGlobalAlloc(System);
     /// mimalloc's `mi_malloc`/`mi_free`.

@@ -9,8 +9,9 @@
 //! Here every free list is identified by a process-wide number, [`FreeListId`], assigned on
 //! first use. A type gets one through [`FreeListed`] (normally derived); a runtime that needs
 //! lists keyed by more than the type (one per tuple length) makes [`FreeListKey`]s. Each heap
-//! holds its own lists in a table indexed by that number, created lazily, so two heaps never
-//! share slots and the hit path is an index, a pop and no call into layer 2. What the lists
+//! holds its own lists in a small hash table keyed by that number ([`FreeLists`]), created
+//! lazily and as large as the lists it uses, so two heaps never share slots and the hit path is
+//! an index, a compare, a pop and no call into layer 2. What the lists
 //! give back goes straight to layer 2 ([`RawHeap`]): clearing or shrinking them allocates
 //! nothing.
 //!
@@ -51,16 +52,28 @@ pub const DEFAULT_FREE_LIST_CAPACITY: usize = 80;
 #[derive(Debug)]
 pub struct FreeListId(AtomicU32);
 
-/// The counter behind [`FreeListId`]: the next number to hand out.
+/// The counter behind [`FreeListId`]: the next number to hand out to a type.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// The counter behind [`FreeListKey`]: the next key number (without [`KEYED`]).
+static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// The bit that marks a key's number. Types and keys are numbered apart: a program has as many
+/// types as its code names (a heap indexes their lists directly), while a runtime may make
+/// keys without bound (a heap finds theirs in a hash table as large as the keys it uses).
+pub(crate) const KEYED: u32 = 1 << 31;
 
 fn fresh_id() -> u32 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    assert!(
-        id < FreeListId::UNASSIGNED,
-        "pyalloc: out of free-list identifiers"
-    );
+    assert!(id < KEYED, "pyalloc: out of free-list identifiers");
     id
+}
+
+fn fresh_key_id() -> u32 {
+    let n = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+    // `KEYED | n` stays below `FreeListId::UNASSIGNED` (u32::MAX), which no list gets.
+    assert!(n < KEYED - 1, "pyalloc: out of free-list keys");
+    KEYED | n
 }
 
 impl FreeListId {
@@ -112,6 +125,9 @@ impl FreeListId {
 /// keeps at [`FreeListId::UNASSIGNED`], out of every table's range) and, on the slow path, by
 /// its assigned number. Generic so each path is compiled for typed and keyed lists alike.
 pub(crate) trait ListIdentity: Copy {
+    /// Whether this names a key's list (found in the heap's hash table) rather than a type's
+    /// (indexed directly): fixed per implementation, so each hit path has one table to look at.
+    const KEYED: bool;
     /// The number as stored: an index the table may not hold.
     fn raw(self) -> usize;
     /// The number, assigned if it was not yet.
@@ -119,6 +135,8 @@ pub(crate) trait ListIdentity: Copy {
 }
 
 impl ListIdentity for &'static FreeListId {
+    const KEYED: bool = false;
+
     #[inline(always)]
     fn raw(self) -> usize {
         FreeListId::raw(self)
@@ -135,6 +153,8 @@ impl ListIdentity for &'static FreeListId {
 pub(crate) struct KeyId(pub(crate) u32);
 
 impl ListIdentity for KeyId {
+    const KEYED: bool = true;
+
     #[inline(always)]
     fn raw(self) -> usize {
         self.0 as usize
@@ -200,7 +220,7 @@ impl FreeListKey {
     pub fn new(name: &'static str, layout: Layout, capacity: usize) -> Self {
         let spec = ListSpec::new(name, layout, capacity);
         FreeListKey {
-            id: fresh_id(),
+            id: fresh_key_id(),
             spec,
         }
     }
@@ -421,11 +441,15 @@ impl FreeList {
     }
 }
 
-/// Every free list of one heap, indexed by [`FreeListId`] number.
+/// Every free list of one heap: types' lists in a table indexed by their number, keys' lists
+/// in a hash table ([`KeyedLists`]), each as large as what this heap uses.
 #[derive(Debug)]
 pub(crate) struct FreeLists {
-    /// Indexed by id; [`FreeList::UNCREATED`] for an id this heap has not seen.
-    lists: MetaVec<FreeList>,
+    /// Indexed by type number; [`FreeList::UNCREATED`] for a type this heap has not seen. As
+    /// long as the largest type number used, and types are as many as the program names.
+    typed: MetaVec<FreeList>,
+    /// Keys' lists.
+    keyed: KeyedLists,
     /// `true` when the heap's config disables free lists: lists are created with capacity 0,
     /// and stay so.
     disabled: bool,
@@ -434,7 +458,8 @@ pub(crate) struct FreeLists {
 impl FreeLists {
     pub(crate) fn new(disabled: bool) -> Self {
         FreeLists {
-            lists: MetaVec::new_in(Meta),
+            typed: MetaVec::new_in(Meta),
+            keyed: KeyedLists::new(),
             disabled,
         }
     }
@@ -453,12 +478,21 @@ impl FreeLists {
         }
     }
 
+    /// Where list `id` (assigned) is, if this heap has created it.
+    fn get(&self, id: usize) -> Option<&FreeList> {
+        if id as u32 & KEYED == 0 {
+            self.typed.get(id).filter(|l| l.spec.is_some())
+        } else {
+            self.keyed.find(id).map(|at| &self.keyed.table[at].list)
+        }
+    }
+
     /// The figures of list `id`: zeros and the capacity it will have for a list this heap has
     /// not seen.
     pub(crate) fn stats(&self, id: usize, spec: &ListSpec) -> FreeListStats {
-        match self.lists.get(id) {
-            Some(list) if list.spec.is_some() => list.stats(),
-            _ => FreeListStats {
+        match self.get(id) {
+            Some(list) => list.stats(),
+            None => FreeListStats {
                 capacity: self.initial_capacity(spec) as usize,
                 ..FreeListStats::default()
             },
@@ -467,39 +501,63 @@ impl FreeLists {
 
     /// Every list this heap has seen.
     pub(crate) fn created(&self) -> impl Iterator<Item = &FreeList> + '_ {
-        self.lists.iter().filter(|l| l.spec.is_some())
+        self.typed
+            .iter()
+            .chain(self.keyed.table.iter().map(|e| &e.list))
+            .filter(|l| l.spec.is_some())
     }
 
-    /// The hit path: pops a slot of list `id`, if it exists and has one. An unassigned id
-    /// ([`FreeListId::UNASSIGNED`]) is out of the table's range.
+    /// The hit path: pops a slot of list `id`, if it exists (at home, for a key) and has one.
+    /// An unassigned type number ([`FreeListId::UNASSIGNED`]) is out of the table's range.
     #[inline(always)]
-    pub(crate) fn pop(&mut self, id: usize) -> Option<NonNull<u8>> {
-        self.lists.get_mut(id)?.pop()
+    pub(crate) fn pop<I: ListIdentity>(&mut self, id: I) -> Option<NonNull<u8>> {
+        let id = id.raw();
+        let list = if I::KEYED {
+            self.keyed.at_home(id)?
+        } else {
+            self.typed.get_mut(id)?
+        };
+        list.pop()
     }
 
-    /// The hit path: pushes a slot on list `id` if it exists and has room.
+    /// The hit path: pushes a slot on list `id` if it exists (at home, for a key) and has room.
     ///
     /// # Safety
     ///
     /// As [`FreeList::try_push`], for a list created with the layout of `slot`.
     #[inline(always)]
-    pub(crate) unsafe fn try_push(&mut self, id: usize, slot: NonNull<u8>) -> bool {
-        match self.lists.get_mut(id) {
-            // SAFETY: forwarded contract.
+    pub(crate) unsafe fn try_push<I: ListIdentity>(&mut self, id: I, slot: NonNull<u8>) -> bool {
+        let id = id.raw();
+        let list = if I::KEYED {
+            self.keyed.at_home(id)
+        } else {
+            self.typed.get_mut(id)
+        };
+        match list {
+            // SAFETY: forwarded contract: the entry is list `id`'s.
             Some(list) => unsafe { list.try_push(slot) },
             None => false,
         }
     }
 
-    /// The list for `id`, created from `spec` if the heap has not seen it yet.
+    /// The list for `id` (assigned), created from `spec` if the heap has not seen it yet.
     pub(crate) fn list(&mut self, id: usize, spec: &ListSpec) -> Result<&mut FreeList, AllocError> {
-        if id >= self.lists.len() {
-            let more = id + 1 - self.lists.len();
-            self.lists.try_reserve(more).map_err(|_| AllocError)?;
-            self.lists.resize_with(id + 1, || FreeList::UNCREATED);
-        }
+        debug_assert!(id < FreeListId::UNASSIGNED as usize, "an assigned id");
         let capacity = self.initial_capacity(spec);
-        let list = &mut self.lists[id];
+        let list = if id as u32 & KEYED == 0 {
+            if id >= self.typed.len() {
+                let more = id + 1 - self.typed.len();
+                self.typed.try_reserve(more).map_err(|_| AllocError)?;
+                self.typed.resize_with(id + 1, || FreeList::UNCREATED);
+            }
+            &mut self.typed[id]
+        } else {
+            let at = match self.keyed.find(id) {
+                Some(at) => at,
+                None => self.keyed.insert(id)?,
+            };
+            &mut self.keyed.table[at].list
+        };
         if list.spec.is_none() {
             list.spec = Some(*spec);
             list.capacity = capacity;
@@ -590,11 +648,15 @@ impl FreeLists {
 
     /// Every list, mutably, for the debug mode.
     pub(crate) fn lists_mut(&mut self) -> impl Iterator<Item = &mut FreeList> + '_ {
-        self.lists.iter_mut().filter(|l| l.spec.is_some())
+        self.typed
+            .iter_mut()
+            .chain(self.keyed.table.iter_mut().map(|e| &mut e.list))
+            .filter(|l| l.spec.is_some())
     }
 
     /// Verifies every list: its chain is as long as `len`, within capacity, without a cycle.
     pub(crate) fn check(&self) -> Result<(), String> {
+        self.keyed.check()?;
         for list in self.created() {
             let name = list.spec().name;
             if list.len > list.capacity || list.capacity as usize > MAX_FREE_LIST_CAPACITY {
@@ -632,9 +694,206 @@ impl FreeLists {
     }
 }
 
+/// Keys' lists: a hash table as large as the keys a heap uses, however many keys the process
+/// has made (a table indexed by key number would cost every heap memory for every key ever
+/// made: 41 MiB for one slot after half a million keys).
+///
+/// Open addressing: a list lives at its *home*, `id & mask`, or (after a collision the table
+/// could not grow away) at the next free entry. The hit paths look at the home entry alone and
+/// compare its number; anything else is the slow path's. The table doubles when half full, or
+/// when a new list's home is taken, up to eight entries per list, so keys (numbered in order
+/// of creation) almost always sit at home.
+#[derive(Debug)]
+struct KeyedLists {
+    /// A power of two long (or empty); [`KeyedEntry::FREE`] in free entries.
+    table: MetaVec<KeyedEntry>,
+    /// Lists created.
+    created: usize,
+}
+
+/// An entry of the keyed table: a key's number and its list.
+#[derive(Debug)]
+struct KeyedEntry {
+    /// The key's number; `u32::MAX` in a free entry (never a key's: see `fresh_key_id`).
+    id: u32,
+    list: FreeList,
+}
+
+impl KeyedEntry {
+    const FREE: KeyedEntry = KeyedEntry {
+        id: u32::MAX,
+        list: FreeList::UNCREATED,
+    };
+
+    fn is_free(&self) -> bool {
+        self.list.spec.is_none()
+    }
+}
+
+impl KeyedLists {
+    const fn new() -> Self {
+        KeyedLists {
+            table: MetaVec::new_in(Meta),
+            created: 0,
+        }
+    }
+
+    /// The list at `id`'s home entry, if it is list `id`'s.
+    #[inline(always)]
+    fn at_home(&mut self, id: usize) -> Option<&mut FreeList> {
+        let mask = self.table.len().wrapping_sub(1);
+        self.table
+            .get_mut(id & mask)
+            .filter(|entry| entry.id as usize == id)
+            .map(|entry| &mut entry.list)
+    }
+
+    /// Where list `id` is, if created.
+    fn find(&self, id: usize) -> Option<usize> {
+        let len = self.table.len();
+        let mut at = id & len.wrapping_sub(1);
+        for _ in 0..len {
+            let entry = &self.table[at];
+            // A free entry ends the probe: the list would be there or before it.
+            if entry.is_free() {
+                return None;
+            }
+            if entry.id as usize == id {
+                return Some(at);
+            }
+            at = (at + 1) & (len - 1);
+        }
+        None
+    }
+
+    /// Makes a free entry for list `id` (not in the table), growing the table as the rules
+    /// above say, and returns where. The caller fills it in.
+    fn insert(&mut self, id: usize) -> Result<usize, AllocError> {
+        let needed = 2 * (self.created + 1);
+        let mut len = self.table.len().max(8);
+        while len < needed {
+            len *= 2;
+        }
+        // Away from a collision at home, while the table stays within 8 entries per list.
+        while 2 * len <= 8 * (self.created + 1) && self.home_taken(id, len) {
+            len *= 2;
+        }
+        if len != self.table.len() {
+            self.rehash(len)?;
+        }
+        let mask = len - 1;
+        let mut at = id & mask;
+        while !self.table[at].is_free() {
+            at = (at + 1) & mask;
+        }
+        self.table[at].id = id as u32;
+        self.created += 1;
+        Ok(at)
+    }
+
+    /// Whether, in a table of `len` entries, `id`'s home would hold another list.
+    fn home_taken(&self, id: usize, len: usize) -> bool {
+        self.table
+            .iter()
+            .any(|e| !e.is_free() && (e.id as usize ^ id) & (len - 1) == 0)
+    }
+
+    /// Moves every list into a table of `len` entries.
+    fn rehash(&mut self, len: usize) -> Result<(), AllocError> {
+        let mut table = MetaVec::new_in(Meta);
+        table.try_reserve_exact(len).map_err(|_| AllocError)?;
+        table.resize_with(len, || KeyedEntry::FREE);
+        for entry in self.table.drain(..).filter(|e| !e.is_free()) {
+            let mut at = entry.id as usize & (len - 1);
+            while !table[at].is_free() {
+                at = (at + 1) & (len - 1);
+            }
+            table[at] = entry;
+        }
+        self.table = table;
+        Ok(())
+    }
+
+    /// Verifies the table: a power of two long, within 8 entries per list, every list found
+    /// where it is.
+    fn check(&self) -> Result<(), String> {
+        let len = self.table.len();
+        if len != 0 && !len.is_power_of_two() {
+            return Err(format!("keyed free-list table of {len} entries"));
+        }
+        let created = self.table.iter().filter(|e| !e.is_free()).count();
+        if created != self.created {
+            return Err(format!(
+                "keyed free-list table holds {created} lists, {} created",
+                self.created
+            ));
+        }
+        if len > 8 && len > 8 * created {
+            return Err(format!(
+                "keyed free-list table of {len} entries for {created} lists"
+            ));
+        }
+        for (at, entry) in self.table.iter().enumerate() {
+            if !entry.is_free() && self.find(entry.id as usize) != Some(at) {
+                return Err(format!(
+                    "free list {} (key {}) at entry {at} cannot be found there",
+                    entry.list.spec().name,
+                    entry.id & !KEYED
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heaps_key_table_grows_with_the_keys_it_uses_not_with_the_keys_made() {
+        let spec = ListSpec::new("t", Layout::new::<u64>(), 4);
+        let key = |n: u32| KeyId(KEYED | n);
+        let mut lists = FreeLists::new(false);
+        // A process that made half a million keys before this heap saw any (the issue's
+        // 41 MiB for one keyed slot, with a table indexed by number).
+        lists.list(key(500_000).resolve(), &spec).unwrap();
+        assert_eq!(lists.keyed.table.len(), 8);
+        // Keys a heap uses are mostly consecutive: each lands at home, and the table stays
+        // within 8 entries per list, however they collide.
+        let used = [500_000, 3, 500_001, 500_008, 500_016, 7, 1 << 30];
+        for &n in &used[1..] {
+            lists.list(key(n).resolve(), &spec).unwrap();
+            lists.check().unwrap();
+        }
+        assert!(
+            lists.keyed.table.len() <= 8 * used.len(),
+            "{} entries",
+            lists.keyed.table.len()
+        );
+        assert!(
+            lists.typed.is_empty(),
+            "keys take no room in the typed table"
+        );
+        for &n in &used {
+            assert_eq!(
+                lists.stats(key(n).resolve(), &spec).capacity,
+                4,
+                "key {n} is found"
+            );
+        }
+        // The hit paths find a list at home, and miss (to the slow path) for any other key.
+        let mut slot = [0usize; 1];
+        let slot = NonNull::from(&mut slot).cast::<u8>();
+        // SAFETY: a pointer-sized, pointer-aligned slot holding nothing live.
+        unsafe {
+            assert!(lists.try_push(key(500_001), slot));
+            assert!(!lists.try_push(key(500_002), slot), "no such list");
+        }
+        assert_eq!(lists.pop(key(500_002)), None);
+        assert_eq!(lists.pop(key(500_001)), Some(slot));
+        lists.check().unwrap();
+    }
 
     #[test]
     fn ids_are_distinct_and_stable() {
@@ -665,20 +924,27 @@ mod tests {
             .iter_mut()
             .map(|s| NonNull::from(s).cast::<u8>())
             .collect();
+        static TYPE: FreeListId = FreeListId::new();
+        static UNSEEN: FreeListId = FreeListId::new();
+        let id = &TYPE;
         // SAFETY: the slots are pointer-sized, aligned, and owned by this test.
         unsafe {
-            assert!(!lists.try_push(7, ptrs[0]), "uncreated list takes nothing");
-            assert!(!lists.try_push(FreeListId::UNASSIGNED as usize, ptrs[0]));
-            let list = lists.list(7, &spec).unwrap();
+            assert!(!lists.try_push(id, ptrs[0]), "uncreated list takes nothing");
+            assert!(
+                !lists.try_push(&UNSEEN, ptrs[0]),
+                "an unassigned id takes nothing"
+            );
+            let list = lists.list(id.get(), &spec).unwrap();
             assert!(list.try_push(ptrs[0]));
-            assert!(lists.try_push(7, ptrs[1]));
-            assert!(!lists.try_push(7, ptrs[2]), "full");
+            assert!(lists.try_push(id, ptrs[1]));
+            assert!(!lists.try_push(id, ptrs[2]), "full");
         }
-        assert_eq!(lists.pop(7), Some(ptrs[1]));
-        assert_eq!(lists.pop(7), Some(ptrs[0]));
-        assert_eq!(lists.pop(7), None);
-        assert_eq!(lists.pop(FreeListId::UNASSIGNED as usize), None);
-        let s = lists.stats(7, &spec);
+        assert_eq!(lists.pop(id), Some(ptrs[1]));
+        assert_eq!(lists.pop(id), Some(ptrs[0]));
+        assert_eq!(lists.pop(id), None);
+        assert_eq!(lists.pop(&UNSEEN), None);
+        assert_eq!(UNSEEN.raw(), FreeListId::UNASSIGNED as usize);
+        let s = lists.stats(id.get(), &spec);
         assert_eq!((s.hits, s.pushes, s.len, s.capacity), (2, 2, 0, 2));
         lists.check().unwrap();
     }

@@ -335,6 +335,11 @@ unsafe fn release_claimed(heap: &ThreadHeap) {
 #[inline(never)]
 unsafe fn send_home(block: NonNull<u8>, owner: u32) {
     let heap = heap_by_id(owner).expect("a block's owner is a registered heap");
+    // The link is written through the arena's provenance (exposed when it was mapped), not the
+    // caller's pointer, which may cover fewer bytes than a link (a one-byte `Box<str>`).
+    // SAFETY: a pool block's address is non-null.
+    let block =
+        unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
     // SAFETY: the caller's contract; pool blocks are 16-byte aligned and at least 16 bytes.
     if unsafe { heap.mailbox.post(block) } == Posted::Claimed {
         // SAFETY: the post claimed it for us.

@@ -570,7 +570,7 @@ impl Heap {
             return None;
         }
         // SAFETY: the gate is open; a list pop calls nothing out and cannot panic.
-        unsafe { self.core_fast() }.lists.pop(id.raw())
+        unsafe { self.core_fast() }.lists.pop(id)
     }
 
     /// The slow pop, for `Global` when its hit path missed and the heap is not busy.
@@ -630,7 +630,7 @@ impl Heap {
         }
         // SAFETY: the gate is open; a list push calls nothing out and cannot panic; the slot
         // has the list's layout (the caller's contract).
-        unsafe { self.core_fast().lists.try_push(id.raw(), slot) }
+        unsafe { self.core_fast().lists.try_push(id, slot) }
     }
 
     /// The slow push, for `Global` when its hit path missed and the heap is not busy.

@@ -61,13 +61,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-// >>> The pyalloc arm. When `pyalloc::Global` lands (#10), replace the `compile_error!` below
-// with these two lines:
-//     #[global_allocator]
-//     static GLOBAL: pyalloc::Global = pyalloc::Global;
 #[cfg(feature = "pyalloc")]
-compile_error!("pyalloc::Global lands with #10: the `pyalloc` feature has no allocator yet");
-// <<<
+#[global_allocator]
+static GLOBAL: pyalloc::Global = pyalloc::Global;
 
 /// The allocator this binary was built with.
 const ALLOCATOR: &str = if cfg!(feature = "system") {
