@@ -772,7 +772,7 @@ impl Arenas {
         let mut seen = 0;
         let mut prev = NONE;
         let mut at = self.usable;
-        let mut last_of = vec![NONE; self.nfp2lasta.len()];
+        let mut last_of = allocator_api2::vec![in Meta; NONE; self.nfp2lasta.len()];
         while at != NONE {
             let ao = &self.objects[at as usize];
             if ao.base.is_none() || ao.nfree == 0 {

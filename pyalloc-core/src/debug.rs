@@ -41,7 +41,6 @@
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
-use std::collections::HashSet;
 
 use allocator_api2::alloc::AllocError;
 
@@ -777,7 +776,7 @@ impl DebugLayer {
             unsafe { check_at_rest(Freed::Memory, inner_of(ptr, layout), inner.size(), 0) }
                 .map_err(err)?;
         }
-        let mut resting = HashSet::new();
+        let mut resting = crate::meta::meta_hash_set();
         for list in lists.created() {
             let spec = list.spec();
             for &slot in list.out_of_band() {

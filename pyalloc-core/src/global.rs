@@ -32,7 +32,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::alloc::System;
 
 use allocator_api2::alloc::{AllocError, Allocator};
@@ -98,6 +98,37 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// The fallback heap, made on first use.
 static FALLBACK: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
 
+/// `PYALLOC_DEBUG`, read once: 0 not yet, 1 off, 2 on.
+static DEBUG: AtomicU8 = AtomicU8::new(0);
+
+/// Whether `Global` runs in debug mode: `PYALLOC_DEBUG` set to anything but empty or `0` when
+/// the process first allocates (read once, as CPython reads `PYTHONMALLOC=debug`). Then every
+/// request goes through one shared debug heap ([`HeapConfig::debug`]), held for each call:
+/// every free is checked against the allocation it ends, whichever thread makes it, and a
+/// misuse aborts with the debug mode's message (a global allocator may not unwind).
+#[inline]
+fn debug_mode() -> bool {
+    match DEBUG.load(Ordering::Relaxed) {
+        0 => read_debug_mode(),
+        state => state == 2,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn read_debug_mode() -> bool {
+    // `getenv` allocates nothing (unlike `std::env::var`): this runs inside the allocator.
+    // SAFETY: a NUL-terminated name; the result is null or a NUL-terminated string, read at
+    // once (nothing in this process is expected to call `setenv` concurrently with its first
+    // allocation).
+    let on = unsafe {
+        let value = libc::getenv(c"PYALLOC_DEBUG".as_ptr());
+        !value.is_null() && *value != 0 && !(*value == b'0' as libc::c_char && *value.add(1) == 0)
+    };
+    DEBUG.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    on
+}
+
 /// Where a thread stands with its heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -138,7 +169,7 @@ fn current_or_start() -> Option<&'static ThreadHeap> {
     if let Some(heap) = current() {
         return Some(heap);
     }
-    if PHASE.get() != Phase::Fresh {
+    if PHASE.get() != Phase::Fresh || debug_mode() {
         return None;
     }
     PHASE.set(Phase::Starting);
@@ -204,7 +235,7 @@ fn create() -> Option<&'static ThreadHeap> {
             mailbox: &*ptr::addr_of!((*memory).mailbox),
             send_home,
         };
-        match Heap::for_thread(HeapConfig::new(), link) {
+        match Heap::for_thread(HeapConfig::new().debug(debug_mode()), link) {
             Ok(heap) => ptr::addr_of_mut!((*memory).heap).write(heap),
             Err(_) => {
                 System.dealloc(memory.cast(), layout);
@@ -283,15 +314,17 @@ fn fallback() -> Option<&'static ThreadHeap> {
     }
 }
 
-/// Runs `f` on the fallback heap, holding it; `None` when this thread already holds it (a
-/// re-entrant request) or it cannot be made.
+/// Runs `f` on the fallback heap, holding it (or within this thread's hold of it, when nested);
+/// `None` when it cannot be made.
 #[cold]
 #[inline(never)]
 fn with_fallback<R>(f: impl FnOnce(&Heap) -> R) -> Option<R> {
-    if HOLDS_FALLBACK.get() {
-        return None;
-    }
     let heap = fallback()?;
+    if HOLDS_FALLBACK.get() {
+        // Held by this very thread, further up the stack: the heap's own gate refuses a
+        // re-entrant allocation (an `AllocError`) and defers a re-entrant free.
+        return Some(f(&heap.heap));
+    }
     let mut spins = 0u32;
     while !heap.mailbox.try_claim() {
         spins += 1;
@@ -398,6 +431,10 @@ impl Global {
     #[cold]
     #[inline(never)]
     fn alloc_cold(layout: Layout) -> *mut u8 {
+        if debug_mode() {
+            let served = with_fallback(|heap| heap.allocate(layout).ok()).flatten();
+            return served.map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
+        }
         if !is_pooled(layout) {
             // SAFETY: a non-zero size (every caller's contract).
             return unsafe { System.alloc(layout) };
@@ -436,6 +473,12 @@ impl Global {
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_cold(ptr: NonNull<u8>, layout: Layout) {
+        if debug_mode() {
+            // SAFETY: in debug mode every block is the shared debug heap's, allocated for
+            // `layout` (the caller's contract); the heap checks that it is.
+            with_fallback(|heap| unsafe { heap.deallocate(ptr, layout) });
+            return;
+        }
         if !is_pooled(layout) {
             // SAFETY: a system block of `layout`.
             return unsafe { System.dealloc(ptr.as_ptr(), layout) };
@@ -458,8 +501,10 @@ impl Global {
     /// # Panics
     ///
     /// When the thread has no heap of its own (called from a thread-local destructor after
-    /// its heap was abandoned).
+    /// its heap was abandoned), and in debug mode (`PYALLOC_DEBUG`), where the one shared heap
+    /// would have to allocate the figures' tables from itself while it is being read.
     pub fn stats() -> Stats {
+        refuse_in_debug_mode("stats");
         match current_or_start() {
             Some(heap) => heap.heap.stats(),
             None => panic!("pyalloc: Global::stats() on a thread whose heap is gone (exiting)"),
@@ -467,20 +512,33 @@ impl Global {
     }
 
     /// Gives back to the OS what the calling thread's heap can (see [`Heap::trim`]), and
-    /// frees what other threads sent home first. Does nothing on a thread without a heap.
+    /// frees what other threads sent home first. Does nothing on a thread without a heap. In
+    /// debug mode, trims the shared debug heap.
     pub fn trim() -> TrimReport {
+        if debug_mode() {
+            return with_fallback(Heap::trim).unwrap_or_default();
+        }
         current_or_start().map_or_else(TrimReport::default, |heap| heap.heap.trim())
     }
 
-    /// Verifies the calling thread's heap (see [`Heap::check`]).
+    /// Verifies the calling thread's heap (see [`Heap::check`]); in debug mode, the shared
+    /// debug heap, every guard and quarantined block included.
     pub fn check() -> Result<(), String> {
+        if debug_mode() {
+            return with_fallback(Heap::check).unwrap_or(Ok(()));
+        }
         current_or_start().map_or(Ok(()), |heap| heap.heap.check())
     }
 
     /// The process-wide summary: every registered heap, read exactly where it can be (the
     /// calling thread's own, and every abandoned one, claimed for the reading), and counted
     /// where it cannot (heaps that other running threads own).
+    ///
+    /// # Panics
+    ///
+    /// In debug mode, as [`stats`](Self::stats).
     pub fn process_stats() -> ProcessStats {
+        refuse_in_debug_mode("process_stats");
         let mine = current_or_start();
         let made = NEXT_ID.load(Ordering::Acquire);
         let mut summary = ProcessStats::default();
@@ -570,6 +628,15 @@ impl Global {
     }
 }
 
+/// Panics for a figures call in debug mode (see [`Global::stats`]).
+fn refuse_in_debug_mode(what: &str) {
+    assert!(
+        !debug_mode(),
+        "pyalloc: Global::{what}() is not available in debug mode (PYALLOC_DEBUG): the shared \
+         debug heap would allocate the figures' tables from itself while being read"
+    );
+}
+
 /// The figures of every heap of [`Global`], from [`Global::process_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessStats {
@@ -604,7 +671,7 @@ unsafe impl GlobalAlloc for Global {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_pooled(layout) {
+        if is_pooled(layout) || debug_mode() {
             let block = Self::alloc_block(layout);
             if !block.is_null() {
                 // SAFETY: a fresh block of at least `layout.size()` bytes.
@@ -627,6 +694,19 @@ unsafe impl GlobalAlloc for Global {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller guarantees `new_size`, rounded up to the alignment, fits `isize`.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if debug_mode() {
+            // SAFETY: a live block of the debug heap for `layout` (the caller's contract).
+            let moved = with_fallback(|heap| unsafe {
+                if new_size >= layout.size() {
+                    heap.grow(NonNull::new_unchecked(ptr), layout, new)
+                } else {
+                    heap.shrink(NonNull::new_unchecked(ptr), layout, new)
+                }
+            });
+            return moved
+                .and_then(Result::ok)
+                .map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
+        }
         match (is_pooled(layout), is_pooled(new)) {
             (true, true) => {
                 // CPython's rule (as `Heap`): in place when the block holds the new size and,

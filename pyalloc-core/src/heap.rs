@@ -129,6 +129,10 @@ pub struct Heap {
     gate: Gate,
     deferred: DeferredFrees,
     config: HeapConfig,
+    /// A misuse aborts the process with its message instead of panicking: set for `Global`'s
+    /// heaps, which serve `GlobalAlloc`, out of which a panic may not unwind (and whose panic
+    /// machinery would allocate from the very heap that caught the misuse).
+    abort_on_misuse: bool,
 }
 
 /// The layers behind the gate.
@@ -230,14 +234,32 @@ fn misuse(misuse: Misuse) -> ! {
     panic!("{misuse}")
 }
 
-/// What an allocation through the way in comes to: the memory, an `AllocError` (out of
-/// memory, or a re-entrant call), or a misuse's panic once the core is released.
-fn allocation<T>(result: Result<Result<T, DebugError>, Reentrant>) -> Result<T, AllocError> {
-    match result {
-        Ok(Ok(memory)) => Ok(memory),
-        Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
-        Ok(Err(DebugError::Misuse(m))) => misuse(m),
+/// Writes a misuse's message to standard error and aborts, allocating nothing: for heaps that
+/// serve `GlobalAlloc` (see `Heap::abort_on_misuse`).
+#[cold]
+#[inline(never)]
+fn abort_with(misuse: Misuse) -> ! {
+    /// A message formatted on the stack; what does not fit is cut.
+    struct Line {
+        bytes: [u8; 1024],
+        len: usize,
     }
+    impl fmt::Write for Line {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let n = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut line = Line {
+        bytes: [0; 1024],
+        len: 0,
+    };
+    let _ = fmt::Write::write_fmt(&mut line, format_args!("{misuse}\n"));
+    // SAFETY: writes `len` initialised bytes of the buffer to file descriptor 2.
+    unsafe { libc::write(2, line.bytes.as_ptr().cast(), line.len) };
+    std::process::abort()
 }
 
 /// Panics for a re-entrant call that has no error to return.
@@ -248,6 +270,30 @@ fn reentrant(Reentrant: Reentrant) -> ! {
 }
 
 impl Heap {
+    /// Reports a misuse the debug mode caught, once the core is released: a panic, or for a
+    /// heap serving `GlobalAlloc` an abort with the same message.
+    #[cold]
+    #[inline(never)]
+    fn report(&self, m: Misuse) -> ! {
+        if self.abort_on_misuse {
+            abort_with(m)
+        }
+        misuse(m)
+    }
+
+    /// What an allocation through the way in comes to: the memory, an `AllocError` (out of
+    /// memory, or a re-entrant call), or a misuse reported once the core is released.
+    fn allocation<T>(
+        &self,
+        result: Result<Result<T, DebugError>, Reentrant>,
+    ) -> Result<T, AllocError> {
+        match result {
+            Ok(Ok(memory)) => Ok(memory),
+            Ok(Err(DebugError::OutOfMemory)) | Err(Reentrant) => Err(AllocError),
+            Ok(Err(DebugError::Misuse(m))) => self.report(m),
+        }
+    }
+
     /// A heap with CPython 3.10+'s geometry ([`HeapConfig::new`]), arenas from mmap. Maps
     /// nothing until the first allocation.
     pub fn new() -> Self {
@@ -286,6 +332,7 @@ impl Heap {
             gate: Gate::new(fast_limit),
             deferred: DeferredFrees::default(),
             config,
+            abort_on_misuse: false,
         })
     }
 
@@ -298,6 +345,7 @@ impl Heap {
     pub(crate) fn for_thread(config: HeapConfig, link: ThreadLink) -> Result<Self, ConfigError> {
         let mut heap = Self::with_config(config)?;
         heap.core.get_mut().raw.set_thread(link);
+        heap.abort_on_misuse = true;
         Ok(heap)
     }
 
@@ -441,7 +489,7 @@ impl Heap {
         });
         match result {
             Ok(Ok(report)) => report,
-            Ok(Err(m)) => misuse(m),
+            Ok(Err(m)) => self.report(m),
             Err(e) => reentrant(e),
         }
     }
@@ -463,7 +511,7 @@ impl Heap {
     pub fn clear_free_lists(&self) -> usize {
         match self.enter(Self::drain_lists) {
             Ok(Ok(count)) => count,
-            Ok(Err(m)) => misuse(m),
+            Ok(Err(m)) => self.report(m),
             Err(e) => reentrant(e),
         }
     }
@@ -525,7 +573,7 @@ impl Heap {
         match result {
             // Out of memory for the list table: the capacity stays as it was.
             Ok(Ok(())) | Ok(Err(DebugError::OutOfMemory)) => {}
-            Ok(Err(DebugError::Misuse(m))) => misuse(m),
+            Ok(Err(DebugError::Misuse(m))) => self.report(m),
             Err(e) => reentrant(e),
         }
     }
@@ -594,7 +642,7 @@ impl Heap {
                     .map_err(DebugError::from),
             }
         });
-        allocation(result)
+        self.allocation(result)
     }
 
     /// The typed and keyed push: the hit path is a gate test and a list push; a full list goes
@@ -667,7 +715,7 @@ impl Heap {
         });
         match result {
             Ok(Ok(())) | Ok(Err(DebugError::OutOfMemory)) => {}
-            Ok(Err(DebugError::Misuse(m))) => misuse(m),
+            Ok(Err(DebugError::Misuse(m))) => self.report(m),
             Err(Reentrant) => self.deferred.push(slot, Some(spec.slot_layout)),
         }
     }
@@ -716,7 +764,7 @@ impl Heap {
             Some(debug) => debug.allocate(&mut core.raw, layout, gate),
             None => core.raw.allocate(layout, gate).map_err(DebugError::from),
         });
-        allocation(result)
+        self.allocation(result)
     }
 
     /// # Safety
@@ -735,7 +783,7 @@ impl Heap {
         });
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(m)) => misuse(m),
+            Ok(Err(m)) => self.report(m),
             Err(Reentrant) => self.deferred.push(ptr, Some(layout)),
         }
     }
@@ -754,7 +802,7 @@ impl Heap {
             // SAFETY: the caller's contract: a live block of this heap that `old` fits.
             None => unsafe { core.raw.reallocate(ptr, old, new, gate) }.map_err(DebugError::from),
         });
-        allocation(result)
+        self.allocation(result)
     }
 }
 
@@ -839,7 +887,7 @@ impl Heap {
                 .allocate_unsized(size, gate)
                 .ok_or(DebugError::OutOfMemory),
         });
-        allocation(result)
+        self.allocation(result)
     }
 
     /// Frees a block without its size: a block of this heap goes back to its pool, any other
@@ -892,7 +940,7 @@ impl Heap {
         });
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(m)) => misuse(m),
+            Ok(Err(m)) => self.report(m),
             Err(Reentrant) => self.deferred.push(ptr, None),
         }
     }
@@ -955,7 +1003,7 @@ impl Heap {
             None => unsafe { core.raw.reallocate_unsized(ptr, new_size, gate) }
                 .ok_or(DebugError::OutOfMemory),
         });
-        allocation(result)
+        self.allocation(result)
     }
 
     /// The bytes usable at a live block: at least what was asked for it. For a pool block its
@@ -977,7 +1025,7 @@ impl Heap {
         });
         match result {
             Ok(Ok(size)) => size,
-            Ok(Err(m)) => misuse(m),
+            Ok(Err(m)) => self.report(m),
             Err(e) => reentrant(e),
         }
     }

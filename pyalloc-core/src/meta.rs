@@ -31,3 +31,12 @@ pub(crate) type MetaBox<T> = allocator_api2::boxed::Box<T, Meta>;
 /// A `HashMap` in system memory, hashed as the standard one is (SipHash, keys per thread): a
 /// `RandomState` allocates nothing when made.
 pub(crate) type MetaHashMap<K, V> = hashbrown::HashMap<K, V, std::hash::RandomState, Meta>;
+
+/// A set for `check()`'s scratch: `check()` runs inside the heap too, so even its scratch
+/// stays out of the global allocator (only its error message, the caller's, does not).
+pub(crate) type MetaHashSet<K> = hashbrown::HashSet<K, std::hash::RandomState, Meta>;
+
+/// An empty [`MetaHashSet`].
+pub(crate) fn meta_hash_set<K>() -> MetaHashSet<K> {
+    hashbrown::HashSet::with_hasher_in(std::hash::RandomState::new(), Meta)
+}

@@ -645,7 +645,7 @@ impl RawHeap {
         let pool_size = self.arenas.pool_size();
         let pools = self.arenas.pools_in_use().count();
         // Every pool in a used list: right class, has a free block.
-        let mut listed = std::collections::HashSet::new();
+        let mut listed = crate::meta::meta_hash_set();
         for (class, list) in self.used_pools.iter().enumerate() {
             for pool in list.iter(pools) {
                 let pool = pool?;
