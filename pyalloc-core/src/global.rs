@@ -41,7 +41,7 @@ use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRE
 use crate::free_list::{FreeListId, FreeListed, ListSpec};
 use crate::heap::{Heap, TrimReport};
 use crate::pool::Pool;
-use crate::raw::{slice, ThreadLink};
+use crate::raw::{dangling, slice, ThreadLink};
 use crate::remote::{Mailbox, Posted};
 use crate::size_class::block_size;
 use crate::stats::Stats;
@@ -736,10 +736,23 @@ unsafe impl GlobalAlloc for Global {
     }
 }
 
-/// A well-aligned, non-null pointer for zero-sized requests; it is never dereferenced.
-fn dangling(align: usize) -> NonNull<u8> {
-    // SAFETY: an alignment is a power of two, hence never zero.
-    unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(align)) }
+impl Global {
+    /// `allocate` and `allocate_zeroed`: a dangling block for a zero size, else `alloc`'s.
+    #[inline(always)]
+    fn allocate_with(
+        &self,
+        layout: Layout,
+        alloc: unsafe fn(&Self, Layout) -> *mut u8,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(slice(dangling(layout.align()), 0));
+        }
+        // SAFETY: a non-zero size, as `GlobalAlloc`'s methods require.
+        let block = unsafe { alloc(self, layout) };
+        NonNull::new(block)
+            .map(|b| slice(b, layout.size()))
+            .ok_or(AllocError)
+    }
 }
 
 // SAFETY: blocks stay valid until deallocated (`Global` is never dropped: it is a unit), do not
@@ -748,26 +761,12 @@ fn dangling(align: usize) -> NonNull<u8> {
 unsafe impl Allocator for Global {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(slice(dangling(layout.align()), 0));
-        }
-        // SAFETY: a non-zero size.
-        let block = unsafe { GlobalAlloc::alloc(self, layout) };
-        NonNull::new(block)
-            .map(|b| slice(b, layout.size()))
-            .ok_or(AllocError)
+        self.allocate_with(layout, <Self as GlobalAlloc>::alloc)
     }
 
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(slice(dangling(layout.align()), 0));
-        }
-        // SAFETY: a non-zero size.
-        let block = unsafe { GlobalAlloc::alloc_zeroed(self, layout) };
-        NonNull::new(block)
-            .map(|b| slice(b, layout.size()))
-            .ok_or(AllocError)
+        self.allocate_with(layout, <Self as GlobalAlloc>::alloc_zeroed)
     }
 
     #[inline]
