@@ -5,7 +5,8 @@
 #   pyalloc-bench/callgrind.sh [N] [PEER...]
 #
 # PEER is a peer key, `loop` (the harness alone), `pyalloc-global` (`pyalloc::Global` through
-# `GlobalAlloc`), `pyalloc-pooled` and `pyalloc-poolbox` (a layer-3 hit on a `Heap` and on the
+# `GlobalAlloc`), `global-allocator` (`Global` as a binary's `#[global_allocator]`, `Box::new`
+# and drop in a loop of its own: the path programs take), `pyalloc-pooled` and `pyalloc-poolbox` (a layer-3 hit on a `Heap` and on the
 # thread's heap of `Global`) or `bare-lifo` (the same loop on a bare typed LIFO list).
 #
 # For each peer, runs `pairs PEER N` and `pairs PEER 2N` under `valgrind --tool=callgrind` and
@@ -21,21 +22,26 @@ n=${1:-1000000}
 shift || true
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
-  peers=(loop pyalloc pyalloc-global glibc mimalloc jemalloc pymalloc bumpalo lifo-floor
+  peers=(loop pyalloc pyalloc-global global-allocator glibc mimalloc jemalloc pymalloc bumpalo lifo-floor
          pyalloc-pooled pyalloc-poolbox bare-lifo)
 fi
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p pyalloc-bench --bin pairs
+cargo build --release -q -p pyalloc-bench --bin pairs --bin pairs_global
 bin=$CARGO_TARGET_DIR/release/pairs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Total instructions (Ir) of one run of `pairs PEER COUNT [--empty]`.
+# Total instructions (Ir) of one run of `pairs PEER COUNT [--empty]` (`global-allocator` runs
+# the `pairs_global` binary instead: `Global` as its `#[global_allocator]`, `Box::new` + drop).
 instructions() {
   local out=$tmp/$1.$2${3:-}
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$@" >"$out.stdout" 2>"$out.log" || {
+  local cmd=("$bin" "$@")
+  if [ "$1" = global-allocator ]; then
+    cmd=("$bin"_global "${@:2}")
+  fi
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$out.stdout" 2>"$out.log" || {
     cat "$out.stdout" "$out.log" >&2
     return 1
   }

@@ -731,18 +731,18 @@ impl Heap {
     }
 
     /// `Global`'s allocation fast path: a pool block, or `None` for the caller's slow path
-    /// (the fast path is closed, the request is not small, or the class needs a new pool that
-    /// could not be had).
+    /// (the fast path is closed, the request is not small, or the class's pool needs more than
+    /// a pop: see [`RawHeap::try_alloc_block`]).
     #[inline(always)]
     pub(crate) fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
         if !self.takes_fast_path(layout) {
             return None;
         }
-        // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out only
-        // through the gate and does not panic.
+        // SAFETY: the fast-path test passed, so the gate is open; `try_alloc_block` calls
+        // nothing and does not panic.
         unsafe { self.core_fast() }
             .raw
-            .alloc_block(class_of(layout.size()), &self.gate)
+            .try_alloc_block(class_of(layout.size()))
     }
 
     /// `Global`'s free fast path, after [`takes_fast_path`](Self::takes_fast_path) passed.

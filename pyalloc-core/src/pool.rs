@@ -294,6 +294,30 @@ impl Pool {
         }
     }
 
+    /// Pops the first free block only if another follows it: a pop that calls nothing, for
+    /// `Global`'s fast path, which leaves a pool running dry (its next block to carve) to its
+    /// slow path.
+    ///
+    /// # Safety
+    ///
+    /// The pool's free list is not empty.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_free_unless_last(self) -> Option<NonNull<u8>> {
+        let h = self.header();
+        // SAFETY: as in `pop_free`: `freeblock` is a free block holding the link to the next.
+        unsafe {
+            let block = (*h).freeblock;
+            debug_assert!(!block.is_null(), "pool {h:p} has no free block");
+            let next = link::read(block);
+            if next.is_null() {
+                return None;
+            }
+            (*h).ref_count += 1;
+            (*h).freeblock = next;
+            Some(NonNull::new_unchecked(block))
+        }
+    }
+
     /// Pushes a freed block on the free list. Returns the free list's head before the push:
     /// null means the pool was full.
     ///

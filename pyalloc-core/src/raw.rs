@@ -219,6 +219,22 @@ impl RawHeap {
         Some(block)
     }
 
+    /// A block of `class` if the fast path can hand one out without calling anything (the
+    /// class has a pool, and the pool keeps a free block after this one); `None` sends the
+    /// caller to its slow path, which does the rest through [`alloc_block`](Self::alloc_block).
+    /// For `Global`, whose fast path is a function of its own (`__rust_alloc`): a call inside
+    /// it would make every call save and restore registers.
+    #[inline(always)]
+    pub(crate) fn try_alloc_block(&mut self, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
+        // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
+        let pool = unsafe { self.used_pools.get_unchecked(class) }.head()?;
+        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
+        let block = unsafe { pool.pop_free_unless_last() }?;
+        valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
+        Some(block)
+    }
+
     /// The head pool of `class` is full: it leaves its class's list.
     #[cold]
     #[inline(never)]
