@@ -24,7 +24,9 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::config::{ConfigError, HeapConfig, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
+use crate::config::{
+    ConfigError, HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD,
+};
 use crate::debug::{DebugError, DebugLayer, Misuse};
 use crate::free_list::{
     FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId, ListIdentity, ListSpec,
@@ -745,7 +747,8 @@ impl Heap {
             .try_alloc_block(class_of(layout.size()))
     }
 
-    /// `Global`'s free fast path, after [`takes_fast_path`](Self::takes_fast_path) passed.
+    /// `Global`'s free fast path, after [`takes_fast_path`](Self::takes_fast_path) passed, for
+    /// a heap of the default geometry.
     ///
     /// # Safety
     ///
@@ -753,8 +756,14 @@ impl Heap {
     /// is a live block of this heap's pools.
     #[inline(always)]
     pub(crate) unsafe fn free_fast(&self, ptr: NonNull<u8>) {
-        // SAFETY: the caller's contract: the gate is open and the block is ours.
-        unsafe { self.core_fast().raw.free_block(ptr, &self.gate) }
+        const MASK: usize = !(DEFAULT_POOL_SIZE - 1);
+        // SAFETY: the caller's contract: the gate is open and the block is ours; `Global`'s
+        // heaps have the default geometry.
+        unsafe {
+            self.core_fast()
+                .raw
+                .free_block_masked(ptr, MASK, &self.gate)
+        }
     }
 
     #[cold]

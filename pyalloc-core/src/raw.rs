@@ -291,11 +291,34 @@ impl RawHeap {
     /// `block` was returned by `alloc_block` of this heap and is not freed yet.
     #[inline(always)]
     pub(crate) unsafe fn free_block(&mut self, block: NonNull<u8>, gate: &Gate) {
-        // SAFETY: the caller's contract: a live block of this heap.
-        let pool = unsafe { self.pool_of(block) };
-        // The link is written through the heap's own provenance: the caller's pointer may
-        // cover fewer bytes than a link (a `Box<u32>` covers 4).
-        let block = pool.addr().with_addr(block.addr());
+        // SAFETY: forwarded contract.
+        unsafe { self.free_block_masked(block, self.pool_mask, gate) }
+    }
+
+    /// [`free_block`](Self::free_block) with the pool mask given: `Global` passes its constant
+    /// one, so the mask it already applied to read the pool's owner is not applied twice.
+    ///
+    /// # Safety
+    ///
+    /// As [`free_block`](Self::free_block), and `pool_mask` is this heap's.
+    #[inline(always)]
+    pub(crate) unsafe fn free_block_masked(
+        &mut self,
+        block: NonNull<u8>,
+        pool_mask: usize,
+        gate: &Gate,
+    ) {
+        debug_assert_eq!(pool_mask, self.pool_mask);
+        let pool = ptr::with_exposed_provenance_mut(block.as_ptr().addr() & pool_mask);
+        // SAFETY: masking a live block's address (the caller's contract) yields its pool's
+        // start, non-null, a pool in use of this heap (as in `pool_of`).
+        let pool = unsafe { Pool::from_addr(NonNull::new_unchecked(pool)) };
+        // The link is written through the arena's provenance (exposed when it was mapped, as
+        // the pool's is), not the caller's pointer, which may cover fewer bytes than a link (a
+        // `Box<u32>` covers 4). Taken from the address alone, it costs no instruction.
+        // SAFETY: a live block's address is non-null.
+        let block: NonNull<u8> =
+            unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
         valgrind::freelike(block.as_ptr());
         // SAFETY: a live block of `pool`, which nobody uses after this free.
         let last_free = unsafe { pool.push_free(block) };
