@@ -26,8 +26,9 @@
 //!   they empty.
 //!
 //! The heaps' own bookkeeping never comes from `Global` (their tables are the system
-//! allocator's, by type), so nothing here can recurse beyond one level: a request made while
-//! the fallback heap is held by this very thread is refused (null), never served re-entrantly.
+//! allocator's, by type), so nothing here can recurse beyond one level: a request that arrives
+//! while this very thread is inside the fallback heap's core is refused (null) by that heap's
+//! gate, or for a free deferred by it, never served re-entrantly.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
@@ -147,7 +148,8 @@ thread_local! {
     /// exit. A `const` thread-local without a destructor: reading it is one load.
     static CURRENT: Cell<*const ThreadHeap> = const { Cell::new(ptr::null()) };
     static PHASE: Cell<Phase> = const { Cell::new(Phase::Fresh) };
-    /// Whether this thread holds the fallback heap (a request now is refused, not nested).
+    /// Whether this thread holds the fallback heap: a request now runs within that hold (the
+    /// heap's gate refuses it if its core is busy) instead of claiming it again.
     static HOLDS_FALLBACK: Cell<bool> = const { Cell::new(false) };
     /// Abandons the thread's heap when the thread exits.
     static EXIT: ThreadExit = const { ThreadExit };
@@ -200,7 +202,7 @@ fn adopt_or_create() -> Option<&'static ThreadHeap> {
         }
         if heap.mailbox.try_adopt() {
             // Whatever came home while nobody held it: the new owner's first slow path.
-            let _ = heap.heap.take_mail();
+            heap.heap.take_mail();
             heap.heap
                 .set_spares_kept(heap.heap.config().get_empty_arenas_kept());
             return Some(heap);
@@ -334,13 +336,20 @@ fn with_fallback<R>(f: impl FnOnce(&Heap) -> R) -> Option<R> {
             std::thread::yield_now();
         }
     }
+    /// Gives the fallback heap up when `f` returns, and also if it unwinds (a panic of
+    /// `Global::trim` or `check` called by the user), so no other thread waits for it forever.
+    struct Hold(&'static ThreadHeap);
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            HOLDS_FALLBACK.set(false);
+            // SAFETY: claimed when the hold was made, and held since.
+            unsafe { release_claimed(self.0) };
+        }
+    }
     HOLDS_FALLBACK.set(true);
-    let _ = heap.heap.take_mail();
-    let result = f(&heap.heap);
-    HOLDS_FALLBACK.set(false);
-    // SAFETY: claimed above, mail taken (and taken again by `release_claimed`).
-    unsafe { release_claimed(heap) };
-    Some(result)
+    let _hold = Hold(heap);
+    heap.heap.take_mail();
+    Some(f(&heap.heap))
 }
 
 /// Gives up a claimed heap, taking any mail its senders left to the holder.
@@ -350,7 +359,7 @@ fn with_fallback<R>(f: impl FnOnce(&Heap) -> R) -> Option<R> {
 /// The caller holds `heap`'s claim.
 unsafe fn release_claimed(heap: &ThreadHeap) {
     loop {
-        let _ = heap.heap.take_mail();
+        heap.heap.take_mail();
         // SAFETY: held, and the mail was just taken.
         if !unsafe { heap.mailbox.release() } {
             break;
@@ -483,14 +492,11 @@ impl Global {
             // SAFETY: a system block of `layout`.
             return unsafe { System.dealloc(ptr.as_ptr(), layout) };
         }
+        // Another thread's block, or any block while this thread has no heap, or one of this
+        // thread's own while its heap is busy (it takes it from its mailbox on its next slow
+        // path): the fast path took everything else.
         // SAFETY: a live pool block of the default geometry.
         let owner = unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) };
-        if let Some(heap) = current() {
-            if heap.id == owner && !heap.heap.is_busy() {
-                // SAFETY: a live block of this heap for `layout` (its slow path: debug mode).
-                return unsafe { heap.heap.deallocate(ptr, layout) };
-            }
-        }
         // SAFETY: a live block of heap `owner`, given up.
         unsafe { send_home(ptr, owner) }
     }
@@ -536,16 +542,19 @@ impl Global {
     ///
     /// # Panics
     ///
-    /// In debug mode, as [`stats`](Self::stats).
+    /// As [`stats`](Self::stats): in debug mode, and on a thread whose heap is gone (the
+    /// figures' tables are allocated from the calling thread's heap while the others are held).
     pub fn process_stats() -> ProcessStats {
         refuse_in_debug_mode("process_stats");
-        let mine = current_or_start();
+        let Some(mine) = current_or_start() else {
+            panic!("pyalloc: Global::process_stats() on a thread whose heap is gone (exiting)")
+        };
         let made = NEXT_ID.load(Ordering::Acquire);
         let mut summary = ProcessStats::default();
         for id in 1..made {
             let Some(heap) = heap_by_id(id) else { continue };
             summary.heaps += 1;
-            let stats = if mine.is_some_and(|m| ptr::eq(m, heap)) {
+            let stats = if ptr::eq(mine, heap) {
                 heap.heap.stats()
             } else if heap.mailbox.try_claim() {
                 let stats = heap.heap.stats();
@@ -585,7 +594,7 @@ impl Global {
     #[inline(never)]
     fn pop_slot_cold(id: &'static FreeListId, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
         match current_or_start() {
-            Some(heap) if !heap.heap.is_busy() => heap.heap.pop_slot_slow_for(id, spec),
+            Some(heap) if !heap.heap.is_busy() => heap.heap.pop_slot_slow(id.get(), spec),
             // No list to take from: a block through the global paths.
             _ => NonNull::new(Self::alloc_block(spec.slot_layout)).ok_or(AllocError),
         }
@@ -620,7 +629,7 @@ impl Global {
         match current_or_start() {
             // SAFETY: forwarded contract (as in `push_slot`).
             Some(heap) if !heap.heap.is_busy() => unsafe {
-                heap.heap.push_slot_slow_for(id, spec, slot)
+                heap.heap.push_slot_slow(id.get(), spec, slot)
             },
             // SAFETY: the slot is a global block of its slot layout, given up.
             _ => unsafe { GlobalAlloc::dealloc(&Global, slot.as_ptr(), spec.slot_layout) },

@@ -364,10 +364,10 @@ impl Heap {
         let _ = self.enter(|core, gate| core.raw.set_spares_kept(kept, gate));
     }
 
-    /// Frees the blocks other threads sent home to this (thread) heap.
-    pub(crate) fn take_mail(&self) -> Result<usize, ()> {
-        self.enter(|core, gate| core.raw.take_mail(gate))
-            .map_err(|_| ())
+    /// Frees the blocks other threads sent home to this (thread) heap. A busy heap (a call
+    /// re-entering its core) takes them at its next slow path instead.
+    pub(crate) fn take_mail(&self) {
+        let _ = self.enter(|core, gate| core.raw.take_mail(gate));
     }
 
     // ------------------------------------------------------------------------------------
@@ -623,18 +623,13 @@ impl Heap {
         unsafe { self.core_fast() }.lists.pop(id)
     }
 
-    /// The slow pop, for `Global` when its hit path missed and the heap is not busy.
-    pub(crate) fn pop_slot_slow_for(
-        &self,
-        id: impl ListIdentity,
-        spec: &ListSpec,
-    ) -> Result<NonNull<u8>, AllocError> {
-        self.pop_slot_slow(id.resolve(), spec)
-    }
-
     #[cold]
     #[inline(never)]
-    fn pop_slot_slow(&self, id: usize, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
+    pub(crate) fn pop_slot_slow(
+        &self,
+        id: usize,
+        spec: &ListSpec,
+    ) -> Result<NonNull<u8>, AllocError> {
         let result = self.enter(|core, gate| {
             let Core { raw, lists, debug } = core;
             match debug {
@@ -683,27 +678,12 @@ impl Heap {
         unsafe { self.core_fast().lists.try_push(id, slot) }
     }
 
-    /// The slow push, for `Global` when its hit path missed and the heap is not busy.
-    ///
-    /// # Safety
-    ///
-    /// As [`push_slot`](Self::push_slot).
-    pub(crate) unsafe fn push_slot_slow_for(
-        &self,
-        id: impl ListIdentity,
-        spec: &ListSpec,
-        slot: NonNull<u8>,
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { self.push_slot_slow(id.resolve(), spec, slot) }
-    }
-
     /// # Safety
     ///
     /// As [`push_slot`](Self::push_slot).
     #[cold]
     #[inline(never)]
-    unsafe fn push_slot_slow(&self, id: usize, spec: &ListSpec, slot: NonNull<u8>) {
+    pub(crate) unsafe fn push_slot_slow(&self, id: usize, spec: &ListSpec, slot: NonNull<u8>) {
         let result = self.enter(|core, gate| {
             let Core { raw, lists, debug } = core;
             match debug {

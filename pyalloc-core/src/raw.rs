@@ -23,7 +23,8 @@
 //! pool ∈ used_pools[c]  ⇔  pool in use, pool.class == c, pool.first_free != null
 //! pool in use, pool.ref_count == 0  ⇒  pool == cached_pool
 //! cached_pool != None  ⇔  arenas.spare_lent
-//! large_count, large_bytes == the number and bytes of live system blocks
+//! large_count, large_bytes == the number and bytes of live system blocks (0 for a thread
+//!                              heap of `Global`, whose large blocks cross threads uncounted)
 //! arenas.mapped_bytes() + large_bytes <= memory_limit
 //! ```
 
