@@ -129,6 +129,45 @@ fn pool_boxes_cross_threads_and_their_slots_are_never_shared() {
 }
 
 #[test]
+fn pool_boxes_made_and_dropped_after_the_threads_heap_is_gone() {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static LATE_RAN: AtomicBool = AtomicBool::new(false);
+    /// Dropped after the thread's heap was abandoned (registered before it existed).
+    struct Late(Option<PoolBox<Tagged>>);
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let held = self.0.take().expect("set by the thread");
+            held.verify();
+            // Its slot cannot rest on the abandoned heap's list (anyone may claim that heap
+            // now): it goes home through the global paths.
+            drop(held);
+            let fresh = PoolBox::new(Tagged::new(77));
+            fresh.verify();
+            drop(fresh);
+            LATE_RAN.store(true, Ordering::Release);
+        }
+    }
+    thread_local! {
+        static LATE: RefCell<Late> = const { RefCell::new(Late(None)) };
+    }
+    thread::spawn(|| {
+        // Registered first, so its destructor runs after the heap's exit hook.
+        LATE.with(|_| ());
+        let warm: std::vec::Vec<_> = (0..20).map(|i| PoolBox::new(Tagged::new(i))).collect();
+        drop(warm);
+        LATE.with(|late| late.borrow_mut().0 = Some(PoolBox::new(Tagged::new(5))));
+    })
+    .join()
+    .unwrap();
+    assert!(LATE_RAN.load(Ordering::Acquire));
+    // Abandoned heaps (read exactly) hold no list slot: the exited thread's lists were
+    // emptied at exit, and nothing was pushed on them afterwards.
+    assert_eq!(Global::process_stats().free_list_slots, 0);
+}
+
+#[test]
 fn global_is_an_allocator_for_every_layout() {
     for (size, align) in [
         (1, 1),

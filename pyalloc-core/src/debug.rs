@@ -661,7 +661,7 @@ impl DebugLayer {
         spec: &ListSpec,
         gate: &Gate,
     ) -> Result<NonNull<u8>, DebugError> {
-        let list = lists.list(id, spec)?;
+        let (_, list) = lists.list(id, spec)?;
         if let Some(&slot) = list.out_of_band().last() {
             // SAFETY: a resting slot is a live debug block of the slot layout.
             unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
@@ -684,7 +684,7 @@ impl DebugLayer {
         slot: NonNull<u8>,
         gate: &Gate,
     ) -> Result<(), DebugError> {
-        let list = lists.list(id, spec)?;
+        let (head, list) = lists.list(id, spec)?;
         if list.holds_out_of_band(slot) {
             return Err(Misuse::DoubleFreeSlot {
                 ptr: slot,
@@ -693,7 +693,7 @@ impl DebugLayer {
             .into());
         }
         self.check_live(slot, spec.slot_layout)?;
-        if list.push_out_of_band(slot).unwrap_or(false) {
+        if list.push_out_of_band(head, slot).unwrap_or(false) {
             let len = spec.slot_layout.size();
             // SAFETY: a live block of `len` bytes whose value was dropped.
             unsafe { slot.as_ptr().write_bytes(FREED_BYTE, len) };
@@ -711,12 +711,12 @@ impl DebugLayer {
         gate: &Gate,
     ) -> Result<usize, Misuse> {
         let mut count = 0;
-        for list in lists.lists_mut() {
+        for (head, list) in lists.lists_mut() {
             let spec = *list.spec();
             while let Some(&slot) = list.out_of_band().last() {
                 // SAFETY: a resting slot is a live debug block of the slot layout.
                 unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
-                list.drain_one();
+                list.drain_one(head);
                 valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
                 self.deallocate(raw, slot, spec.slot_layout, gate)?;
                 count += 1;
@@ -735,22 +735,21 @@ impl DebugLayer {
         capacity: u32,
         gate: &Gate,
     ) -> Result<(), DebugError> {
-        // Out of band, the list's capacity is the only bound: shrink it, then take off the
-        // slots beyond it, checking each.
+        // Take off the slots beyond the new capacity, checking each, then set it.
         let disabled = lists.disabled();
-        let list = lists.list(id, spec)?;
+        let (head, list) = lists.list(id, spec)?;
         if disabled {
             return Ok(());
         }
-        list.set_capacity_only(capacity);
-        while list.stats().len > capacity as usize {
+        while list.len(head) > capacity as usize {
             let slot = *list.out_of_band().last().expect("len counts the slots");
             // SAFETY: a resting slot is a live debug block of the slot layout.
             unsafe { check_at_rest(Freed::Slot(spec.name), slot, spec.slot_layout.size(), 0)? };
-            list.drain_one();
+            list.drain_one(head);
             valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
             self.deallocate(raw, slot, spec.slot_layout, gate)?;
         }
+        list.set_capacity(head, capacity);
         Ok(())
     }
 
@@ -777,7 +776,7 @@ impl DebugLayer {
                 .map_err(err)?;
         }
         let mut resting = crate::meta::meta_hash_set();
-        for list in lists.created() {
+        for (_, list) in lists.created() {
             let spec = list.spec();
             for &slot in list.out_of_band() {
                 if !resting.insert(slot) || !self.live.contains_key(&slot.as_ptr().addr()) {

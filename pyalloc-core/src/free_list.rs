@@ -6,14 +6,32 @@
 //! the layers below. The most recently freed slot is the next one handed out, so it is likely
 //! still in cache.
 //!
-//! Here every free list is identified by a process-wide number, [`FreeListId`], assigned on
-//! first use. A type gets one through [`FreeListed`] (normally derived); a runtime that needs
-//! lists keyed by more than the type (one per tuple length) makes [`FreeListKey`]s. Each heap
-//! holds its own lists in a small hash table keyed by that number ([`FreeLists`]), created
-//! lazily and as large as the lists it uses, so two heaps never share slots and the hit path is
-//! an index, a compare, a pop and no call into layer 2. What the lists
-//! give back goes straight to layer 2 ([`RawHeap`]): clearing or shrinking them allocates
-//! nothing.
+//! Here every free list is identified by a process-wide number, assigned on first use. A type
+//! gets one through [`FreeListed`] (normally derived) and its [`FreeListId`]; a runtime that
+//! needs lists keyed by more than the type (one per tuple length) makes [`FreeListKey`]s. Each
+//! heap keeps its own lists, so two heaps never share slots.
+//!
+//! ## The hit path
+//! A list is split in two. Its [`ListHead`] (the first slot, the room left, the pushes) is all
+//! a hit touches; the rest ([`FreeList`]: layout, capacity, figures, the debug mode's slots)
+//! only the slow paths do. A type's heads sit in a [`HeadTable`] indexed by the type's number,
+//! and the number is stored in its `FreeListId` already scaled to a byte offset, so a hit is:
+//! load the offset, add it to the table's base, pop or push, and no call into layer 2. No
+//! bounds test either: a table reserves room for every type number
+//! ([`MAX_TYPES`], address space only: a page is touched when a type on it is used), and
+//! number 0, which an unassigned id stores, is never created, so it always misses. Before a
+//! heap has made its table, its base is [`SENTINEL`], a static table that is never written.
+//!
+//! The heads are `Cell`s outside the heap's core, not behind its gate: a hit borrows nothing,
+//! so it needs no gate test, and a hit that arrives while a slow path runs (from an arena
+//! source, or a panic hook) is a plain list operation the slow path's own reads see. Whatever
+//! must not take the hit path keeps `room` at 0 and `head` null: a list not created yet, a
+//! disabled one, one of the debug mode (whose slots rest out of band).
+//!
+//! Keys are numbered apart (a runtime may make them without bound, and a table indexed by
+//! them would cost every heap for every key ever made): a heap finds its keys' lists in a hash
+//! table as large as the keys it uses ([`KeyedLists`]), behind the gate. What the lists give
+//! back goes straight to layer 2 ([`RawHeap`]): clearing or shrinking them allocates nothing.
 //!
 //! A slot's first word holds the link while it is on a list ([`link`](crate::link)): slots are
 //! at least one pointer wide and pointer-aligned ([`ListSpec::slot_layout`]). The debug mode
@@ -23,11 +41,13 @@
 //! ## Invariants (checked by [`FreeLists::check`])
 //! ```text
 //! len <= capacity <= MAX_FREE_LIST_CAPACITY
-//! len == #slots chained from head (intrusive)  or  len == out_of_band.len() (debug mode)
+//! intrusive list:   len == capacity - room == #slots chained from head
+//! out of band:      room == 0, head null, len == out_of_band.len()
 //! hits == pushes - len - drained
 //! ```
 
 use core::alloc::Layout;
+use core::cell::Cell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -46,14 +66,27 @@ pub const MAX_FREE_LIST_CAPACITY: usize = 1 << 20;
 /// CPython's capacity for dict and list, the default of `#[derive(FreeListed)]`.
 pub const DEFAULT_FREE_LIST_CAPACITY: usize = 80;
 
+/// How many types a process may give free lists: the entries of every [`HeadTable`]. Types are
+/// as many as a program's code names (the derive rejects generic types); runtime-defined kinds
+/// are [`FreeListKey`]s, which have no such bound. A table is reserved address space, 2 MiB,
+/// of which a heap touches the pages of the types it uses.
+pub(crate) const MAX_TYPES: usize = if cfg!(miri) { 1 << 10 } else { 1 << 16 };
+
+/// `log2(size_of::<ListHead>())`: a type's number shifted by this is its head's byte offset.
+const HEAD_SHIFT: u32 = 5;
+
 /// A process-wide number identifying one free list kind, assigned on first use.
 ///
 /// Declared as a `static` per type (the derive does it); two kinds never share a number.
 #[derive(Debug)]
-pub struct FreeListId(AtomicU32);
+pub struct FreeListId(
+    /// The number times `size_of::<ListHead>()` (its head's offset in a [`HeadTable`]), or 0
+    /// before it is assigned: entry 0 of every table is never created.
+    AtomicU32,
+);
 
-/// The counter behind [`FreeListId`]: the next number to hand out to a type.
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// The counter behind [`FreeListId`]: the next number to hand out to a type (0 is never).
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// The counter behind [`FreeListKey`]: the next key number (without [`KEYED`]).
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
@@ -65,13 +98,17 @@ pub(crate) const KEYED: u32 = 1 << 31;
 
 fn fresh_id() -> u32 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    assert!(id < KEYED, "pyalloc: out of free-list identifiers");
+    assert!(
+        (id as usize) < MAX_TYPES,
+        "pyalloc: more than {} types with free lists; use FreeListKey for kinds made at run time",
+        MAX_TYPES - 1
+    );
     id
 }
 
 fn fresh_key_id() -> u32 {
     let n = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-    // `KEYED | n` stays below `FreeListId::UNASSIGNED` (u32::MAX), which no list gets.
+    // `KEYED | n` stays below `u32::MAX`, which marks a free entry of the keyed table.
     assert!(n < KEYED - 1, "pyalloc: out of free-list keys");
     KEYED | n
 }
@@ -80,90 +117,236 @@ impl FreeListId {
     /// An identifier not yet assigned; it gets its number on the first [`get`](Self::get).
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
-        FreeListId(AtomicU32::new(Self::UNASSIGNED))
+        FreeListId(AtomicU32::new(0))
     }
-
-    /// The stored value of an identifier not yet assigned: a number no list ever gets
-    /// (`fresh_id` stops below it) and no table reaches, so the hit paths use the stored value
-    /// as it is: an unassigned id fails their bounds check and takes the slow path.
-    pub(crate) const UNASSIGNED: u32 = u32::MAX;
 
     /// This kind's number (an index into each heap's table of free lists).
     #[inline(always)]
     pub fn get(&self) -> usize {
         let stored = self.0.load(Ordering::Relaxed);
-        if stored != Self::UNASSIGNED {
-            return stored as usize;
+        if stored != 0 {
+            return (stored >> HEAD_SHIFT) as usize;
         }
         self.assign()
     }
 
-    /// The stored number, which may still be [`UNASSIGNED`](Self::UNASSIGNED): for the hit
-    /// paths, whose bounds check rejects it.
+    /// The head's byte offset in a [`HeadTable`]: 0 (an entry that always misses) until the
+    /// number is assigned, so the hit paths use it as it is.
     #[inline(always)]
-    pub(crate) fn raw(&self) -> usize {
+    pub(crate) fn offset(&self) -> usize {
         self.0.load(Ordering::Relaxed) as usize
     }
 
     #[cold]
     #[inline(never)]
     fn assign(&self) -> usize {
-        let fresh = fresh_id();
-        match self.0.compare_exchange(
-            Self::UNASSIGNED,
-            fresh,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => fresh as usize,
-            Err(winner) => winner as usize,
+        let fresh = fresh_id() << HEAD_SHIFT;
+        let stored = match self
+            .0
+            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => fresh,
+            Err(winner) => winner,
+        };
+        (stored >> HEAD_SHIFT) as usize
+    }
+}
+
+/// A key's list number, assigned when the key was made (with [`KEYED`] set).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyId(pub(crate) u32);
+
+/// The hot half of a free list: all that a hit reads and writes.
+///
+/// `Cell`s, shared between the hit paths (which borrow nothing) and the slow paths; a heap is
+/// not `Sync`, so one thread uses a head at a time. All zeros is a list that takes nothing.
+#[derive(Debug)]
+#[repr(C, align(32))]
+pub(crate) struct ListHead {
+    /// Most recently freed slot; its first word links to the next. Null out of band.
+    head: Cell<*mut u8>,
+    /// Frees that kept their slot (counted here, where the free is; hits are derived).
+    pushes: Cell<u64>,
+    /// How many more slots the list takes: `capacity - len`. 0 for a list not created, a
+    /// disabled one and one out of band, so their pushes fall into the slow path.
+    room: Cell<u32>,
+}
+
+const _: () = assert!(size_of::<ListHead>() == 1 << HEAD_SHIFT);
+
+impl ListHead {
+    /// A head that takes nothing: a list not created.
+    const fn empty() -> ListHead {
+        ListHead {
+            head: Cell::new(ptr::null_mut()),
+            pushes: Cell::new(0),
+            room: Cell::new(0),
+        }
+    }
+
+    /// Pops the most recently freed slot (of `slot_len` bytes).
+    #[inline(always)]
+    pub(crate) fn pop(&self, slot_len: usize) -> Option<NonNull<u8>> {
+        let slot = NonNull::new(self.head.get())?;
+        // SAFETY: a slot on the list holds the link to the next in its first word.
+        self.head.set(unsafe { link::read(slot.as_ptr()) });
+        valgrind::slot_popped(slot.as_ptr(), slot_len);
+        self.room.set(self.room.get() + 1);
+        Some(slot)
+    }
+
+    /// Pushes a slot if the list has room; returns whether it did.
+    ///
+    /// # Safety
+    ///
+    /// `slot` (of `slot_len` bytes) has this list's slot layout, belongs to the heap of the
+    /// list, holds no live value, and is not on any list.
+    #[inline(always)]
+    pub(crate) unsafe fn try_push(&self, slot: NonNull<u8>, slot_len: usize) -> bool {
+        let room = self.room.get();
+        if room == 0 {
+            return false;
+        }
+        // SAFETY: the slot is at least a pointer wide and pointer-aligned (its slot layout)
+        // and holds nothing live.
+        unsafe { link::write(slot.as_ptr(), self.head.get()) };
+        valgrind::slot_pushed(slot.as_ptr(), slot_len);
+        self.head.set(slot.as_ptr());
+        self.room.set(room - 1);
+        self.pushes.set(self.pushes.get() + 1);
+        true
+    }
+}
+
+/// The [`HeadTable`] of a heap that has made none: every entry empty, never written (a hit
+/// misses on the null `head`, a push overflows on the 0 `room`, before either writes).
+pub(crate) static SENTINEL: SentinelTable = SentinelTable([const { ListHead::empty() }; MAX_TYPES]);
+
+/// See [`SENTINEL`].
+pub(crate) struct SentinelTable(
+    // Read only through pointers from `sentinel()`.
+    #[allow(dead_code)] [ListHead; MAX_TYPES],
+);
+
+// SAFETY: nothing writes the sentinel's `Cell`s: every write to a head follows a test that an
+// empty head fails (`head` non-null for a pop, `room` non-zero for a push), and the slow paths
+// write only tables they made.
+unsafe impl Sync for SentinelTable {}
+
+/// [`SENTINEL`]'s first entry, as a table base.
+pub(crate) const fn sentinel() -> NonNull<ListHead> {
+    // SAFETY: the address of a static is not null.
+    unsafe { NonNull::new_unchecked((&raw const SENTINEL).cast::<ListHead>().cast_mut()) }
+}
+
+/// The head at `offset` (a [`FreeListId::offset`]) of the table at `base`.
+///
+/// # Safety
+///
+/// `base` is a live [`HeadTable`]'s base (or the sentinel), and `offset` a type's offset.
+#[inline(always)]
+pub(crate) unsafe fn head_at<'a>(base: NonNull<ListHead>, offset: usize) -> &'a ListHead {
+    debug_assert!(offset < MAX_TYPES << HEAD_SHIFT && offset % size_of::<ListHead>() == 0);
+    // SAFETY: every offset a type can have lies inside a table of `MAX_TYPES` heads.
+    unsafe { base.byte_add(offset).as_ref() }
+}
+
+/// One heap's heads of typed lists, indexed by type number: [`MAX_TYPES`] entries of address
+/// space, mapped (zero, untouched) the first time the heap creates a typed list.
+#[derive(Debug)]
+pub(crate) struct HeadTable {
+    /// The mapping, or [`sentinel`] before it is made.
+    base: NonNull<ListHead>,
+}
+
+/// Bytes of a [`HeadTable`].
+const TABLE_BYTES: usize = MAX_TYPES * size_of::<ListHead>();
+
+impl HeadTable {
+    const fn new() -> Self {
+        HeadTable { base: sentinel() }
+    }
+
+    fn is_mapped(&self) -> bool {
+        self.base != sentinel()
+    }
+
+    /// The base the hit paths add offsets to.
+    pub(crate) fn base(&self) -> NonNull<ListHead> {
+        self.base
+    }
+
+    /// Maps the table if it is not yet.
+    fn make(&mut self) -> Result<(), AllocError> {
+        if !self.is_mapped() {
+            self.base = map_table().ok_or(AllocError)?;
+        }
+        Ok(())
+    }
+
+    /// The head of type `number`, in a mapped table.
+    fn at(&self, number: usize) -> &ListHead {
+        assert!(number < MAX_TYPES && self.is_mapped());
+        // SAFETY: the table is mapped and `number` in range.
+        unsafe { head_at(self.base, number << HEAD_SHIFT) }
+    }
+}
+
+impl Drop for HeadTable {
+    fn drop(&mut self) {
+        if self.is_mapped() {
+            // SAFETY: the mapping `map_table` made; nothing uses it after the heap drops.
+            unsafe { unmap_table(self.base) };
         }
     }
 }
 
-/// How the hit paths name a list: by its stored number (which an unassigned [`FreeListId`]
-/// keeps at [`FreeListId::UNASSIGNED`], out of every table's range) and, on the slow path, by
-/// its assigned number. Generic so each path is compiled for typed and keyed lists alike.
-pub(crate) trait ListIdentity: Copy {
-    /// Whether this names a key's list (found in the heap's hash table) rather than a type's
-    /// (indexed directly): fixed per implementation, so each hit path has one table to look at.
-    const KEYED: bool;
-    /// The number as stored: an index the table may not hold.
-    fn raw(self) -> usize;
-    /// The number, assigned if it was not yet.
-    fn resolve(self) -> usize;
+/// A zeroed [`TABLE_BYTES`] of address space: anonymous memory, so only the pages of the
+/// types used are ever touched (reserved with `MAP_NORESERVE`: no commit charge either).
+#[cfg(unix)]
+fn map_table() -> Option<NonNull<ListHead>> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            TABLE_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            // Miri's `mmap` takes no other flags.
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | if cfg!(miri) { 0 } else { libc::MAP_NORESERVE },
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(base.cast())
 }
 
-impl ListIdentity for &'static FreeListId {
-    const KEYED: bool = false;
-
-    #[inline(always)]
-    fn raw(self) -> usize {
-        FreeListId::raw(self)
-    }
-
-    #[inline]
-    fn resolve(self) -> usize {
-        self.get()
-    }
+/// # Safety
+///
+/// `base` came from [`map_table`] and is not used afterwards.
+#[cfg(unix)]
+unsafe fn unmap_table(base: NonNull<ListHead>) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::munmap(base.as_ptr().cast(), TABLE_BYTES) };
 }
 
-/// A keyed list's number, assigned when the key was made.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyId(pub(crate) u32);
+#[cfg(not(unix))]
+fn map_table() -> Option<NonNull<ListHead>> {
+    let layout = Layout::from_size_align(TABLE_BYTES, align_of::<ListHead>()).ok()?;
+    // SAFETY: a non-zero size.
+    NonNull::new(unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&Meta, layout) }.cast())
+}
 
-impl ListIdentity for KeyId {
-    const KEYED: bool = true;
-
-    #[inline(always)]
-    fn raw(self) -> usize {
-        self.0 as usize
-    }
-
-    #[inline(always)]
-    fn resolve(self) -> usize {
-        self.0 as usize
-    }
+#[cfg(not(unix))]
+unsafe fn unmap_table(base: NonNull<ListHead>) {
+    let layout = Layout::from_size_align(TABLE_BYTES, align_of::<ListHead>()).unwrap();
+    // SAFETY: the caller's contract: allocated by `map_table` with this layout.
+    unsafe { std::alloc::GlobalAlloc::dealloc(&Meta, base.as_ptr().cast(), layout) };
 }
 
 /// A type whose freed slots are kept on a free list of their own in each heap.
@@ -304,15 +487,14 @@ pub struct FreeListStats {
     pub overflows: u64,
 }
 
-/// One free list in one heap.
+/// The cold half of one free list in one heap (its [`ListHead`] is the hot half): what only
+/// the slow paths, the figures and the debug mode use.
 #[derive(Debug)]
 pub(crate) struct FreeList {
-    /// Most recently freed slot; its first word links to the next. Null out of band.
-    head: *mut u8,
-    len: u32,
-    /// The most slots kept; 0 for a list not created yet, so the hit paths need no "created?"
-    /// test: an unseen id always misses or overflows into the slow path.
+    /// The most slots kept.
     capacity: u32,
+    /// Whether the slots rest out of band (the debug mode): then the head stays empty.
+    out_of_band_mode: bool,
     /// Set when the heap first sees the id.
     spec: Option<ListSpec>,
     /// The debug mode's slots, out of band (the slots themselves hold only the freed pattern).
@@ -323,20 +505,17 @@ pub(crate) struct FreeList {
     /// or cleared). Hits are not counted on the hit path: they are `pushes - len - drained`.
     drained: u64,
     misses: u64,
-    pushes: u64,
     overflows: u64,
 }
 
 impl FreeList {
     const UNCREATED: FreeList = FreeList {
-        head: ptr::null_mut(),
-        len: 0,
         capacity: 0,
+        out_of_band_mode: false,
         spec: None,
         out_of_band: MetaVec::new_in(Meta),
         drained: 0,
         misses: 0,
-        pushes: 0,
         overflows: 0,
     };
 
@@ -345,62 +524,59 @@ impl FreeList {
         self.spec.as_ref().expect("a created list")
     }
 
-    /// The bytes of one slot (0 for an uncreated list, which holds none).
-    #[inline(always)]
-    fn slot_len(&self) -> usize {
-        self.spec.map_or(0, |s| s.slot_layout.size())
+    fn is_created(&self) -> bool {
+        self.spec.is_some()
     }
 
-    /// Pops the most recently freed slot.
-    #[inline(always)]
-    fn pop(&mut self) -> Option<NonNull<u8>> {
-        let slot = NonNull::new(self.head)?;
-        // SAFETY: a slot on the list holds the link to the next in its first word.
-        self.head = unsafe { link::read(slot.as_ptr()) };
-        valgrind::slot_popped(slot.as_ptr(), self.slot_len());
-        self.len -= 1;
-        Some(slot)
+    /// The bytes of one slot.
+    fn slot_len(&self) -> usize {
+        self.spec().slot_layout.size()
+    }
+
+    /// Slots on the list now.
+    pub(crate) fn len(&self, head: &ListHead) -> usize {
+        if self.out_of_band_mode {
+            self.out_of_band.len()
+        } else {
+            (self.capacity - head.room.get()) as usize
+        }
+    }
+
+    /// Pops the most recently freed slot (intrusive lists).
+    fn pop(&self, head: &ListHead) -> Option<NonNull<u8>> {
+        head.pop(self.slot_len())
     }
 
     /// Pushes a slot if the list has room; returns whether it did.
     ///
     /// # Safety
     ///
-    /// `slot` has this list's slot layout, belongs to the same heap, holds no live value, and
-    /// is not on any list.
-    #[inline(always)]
-    unsafe fn try_push(&mut self, slot: NonNull<u8>) -> bool {
-        if self.len >= self.capacity {
-            return false;
-        }
-        // SAFETY: the slot is at least a pointer wide and pointer-aligned (its slot layout)
-        // and holds nothing live.
-        unsafe { link::write(slot.as_ptr(), self.head) };
-        valgrind::slot_pushed(slot.as_ptr(), self.slot_len());
-        self.head = slot.as_ptr();
-        self.len += 1;
-        self.pushes += 1;
-        true
+    /// As [`ListHead::try_push`], for this list's head.
+    unsafe fn try_push(&self, head: &ListHead, slot: NonNull<u8>) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { head.try_push(slot, self.slot_len()) }
     }
 
     /// The debug mode's push: keeps the slot out of band if the list has room.
-    pub(crate) fn push_out_of_band(&mut self, slot: NonNull<u8>) -> Result<bool, AllocError> {
-        if self.len >= self.capacity {
+    pub(crate) fn push_out_of_band(
+        &mut self,
+        head: &ListHead,
+        slot: NonNull<u8>,
+    ) -> Result<bool, AllocError> {
+        debug_assert!(self.out_of_band_mode);
+        if self.len(head) >= self.capacity as usize {
             self.overflows += 1;
             return Ok(false);
         }
         self.out_of_band.try_reserve(1).map_err(|_| AllocError)?;
         self.out_of_band.push(slot);
-        self.len += 1;
-        self.pushes += 1;
+        head.pushes.set(head.pushes.get() + 1);
         Ok(true)
     }
 
     /// The debug mode's pop.
     pub(crate) fn pop_out_of_band(&mut self) -> Option<NonNull<u8>> {
-        let slot = self.out_of_band.pop()?;
-        self.len -= 1;
-        Some(slot)
+        self.out_of_band.pop()
     }
 
     /// Whether `slot` rests on this list out of band.
@@ -413,14 +589,22 @@ impl FreeList {
         &self.out_of_band
     }
 
-    /// Sets the capacity without touching the slots: the caller takes off those beyond it.
-    pub(crate) fn set_capacity_only(&mut self, capacity: u32) {
+    /// Sets the capacity once the list holds no more than it (the caller took the rest off).
+    pub(crate) fn set_capacity(&mut self, head: &ListHead, capacity: u32) {
+        let len = self.len(head);
+        assert!(
+            len <= capacity as usize,
+            "slots beyond the capacity were taken off"
+        );
         self.capacity = capacity;
+        if !self.out_of_band_mode {
+            head.room.set(capacity - len as u32);
+        }
     }
 
     /// Takes one slot off the list without handing it out (an eviction or a clearing).
-    pub(crate) fn drain_one(&mut self) -> Option<NonNull<u8>> {
-        let slot = self.pop().or_else(|| self.pop_out_of_band())?;
+    pub(crate) fn drain_one(&mut self, head: &ListHead) -> Option<NonNull<u8>> {
+        let slot = self.pop(head).or_else(|| self.pop_out_of_band())?;
         self.drained += 1;
         Some(slot)
     }
@@ -429,22 +613,71 @@ impl FreeList {
         self.misses += 1;
     }
 
-    pub(crate) fn stats(&self) -> FreeListStats {
+    pub(crate) fn record_overflow(&mut self) {
+        self.overflows += 1;
+    }
+
+    pub(crate) fn stats(&self, head: &ListHead) -> FreeListStats {
+        let len = self.len(head);
+        let pushes = head.pushes.get();
         FreeListStats {
-            len: self.len as usize,
+            len,
             capacity: self.capacity as usize,
-            hits: self.pushes - u64::from(self.len) - self.drained,
+            hits: pushes - len as u64 - self.drained,
             misses: self.misses,
-            pushes: self.pushes,
+            pushes,
             overflows: self.overflows,
         }
     }
+
+    /// Verifies the list against its head (see the module's invariants).
+    fn check(&self, head: &ListHead) -> Result<(), String> {
+        let name = self.spec().name;
+        let len = self.len(head);
+        if len > self.capacity as usize || self.capacity as usize > MAX_FREE_LIST_CAPACITY {
+            return Err(format!(
+                "free list {name}: {len} slots, capacity {}",
+                self.capacity
+            ));
+        }
+        if self.out_of_band_mode && (!head.head.get().is_null() || head.room.get() != 0) {
+            return Err(format!(
+                "free list {name}: out of band, but its head takes slots"
+            ));
+        }
+        if !self.out_of_band_mode && !self.out_of_band.is_empty() {
+            return Err(format!(
+                "free list {name}: intrusive, with slots out of band"
+            ));
+        }
+        let mut count = self.out_of_band.len();
+        let mut at = head.head.get();
+        while !at.is_null() {
+            count += 1;
+            if count > len {
+                return Err(format!(
+                    "free list {name}: chain longer than its length {len} (a cycle?)"
+                ));
+            }
+            // SAFETY: slots on the list hold the link to the next in their first word.
+            at = unsafe { link::read(at) };
+        }
+        if count != len {
+            return Err(format!(
+                "free list {name}: {count} slots chained, length says {len}"
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Every free list of one heap: types' lists in a table indexed by their number, keys' lists
-/// in a hash table ([`KeyedLists`]), each as large as what this heap uses.
+/// Every free list of one heap: types' heads in a [`HeadTable`] and their cold halves in a
+/// table indexed by their number, keys' lists in a hash table ([`KeyedLists`]), each as large
+/// as what this heap uses.
 #[derive(Debug)]
 pub(crate) struct FreeLists {
+    /// Types' heads: what the typed hit paths index.
+    heads: HeadTable,
     /// Indexed by type number; [`FreeList::UNCREATED`] for a type this heap has not seen. As
     /// long as the largest type number used, and types are as many as the program names.
     typed: MetaVec<FreeList>,
@@ -453,20 +686,29 @@ pub(crate) struct FreeLists {
     /// `true` when the heap's config disables free lists: lists are created with capacity 0,
     /// and stay so.
     disabled: bool,
+    /// `true` in debug mode: slots rest out of band, and no list takes the hit paths.
+    out_of_band: bool,
 }
 
 impl FreeLists {
-    pub(crate) fn new(disabled: bool) -> Self {
+    pub(crate) fn new(disabled: bool, out_of_band: bool) -> Self {
         FreeLists {
+            heads: HeadTable::new(),
             typed: MetaVec::new_in(Meta),
             keyed: KeyedLists::new(),
             disabled,
+            out_of_band,
         }
     }
 
     /// Whether the heap's configuration disables free lists (every list keeps capacity 0).
     pub(crate) fn disabled(&self) -> bool {
         self.disabled
+    }
+
+    /// The base of the typed heads, for the hit paths (the sentinel until a typed list is made).
+    pub(crate) fn heads_base(&self) -> NonNull<ListHead> {
+        self.heads.base()
     }
 
     /// The capacity a list of `spec` has in this heap when created.
@@ -478,12 +720,14 @@ impl FreeLists {
         }
     }
 
-    /// Where list `id` (assigned) is, if this heap has created it.
-    fn get(&self, id: usize) -> Option<&FreeList> {
+    /// List `id` (assigned), if this heap has created it.
+    fn get(&self, id: usize) -> Option<(&ListHead, &FreeList)> {
         if id as u32 & KEYED == 0 {
-            self.typed.get(id).filter(|l| l.spec.is_some())
+            let list = self.typed.get(id).filter(|l| l.is_created())?;
+            Some((self.heads.at(id), list))
         } else {
-            self.keyed.find(id).map(|at| &self.keyed.table[at].list)
+            let entry = &self.keyed.table[self.keyed.find(id)?];
+            Some((&entry.head, &entry.list))
         }
     }
 
@@ -491,7 +735,7 @@ impl FreeLists {
     /// not seen.
     pub(crate) fn stats(&self, id: usize, spec: &ListSpec) -> FreeListStats {
         match self.get(id) {
-            Some(list) => list.stats(),
+            Some((head, list)) => list.stats(head),
             None => FreeListStats {
                 capacity: self.initial_capacity(spec) as usize,
                 ..FreeListStats::default()
@@ -500,70 +744,89 @@ impl FreeLists {
     }
 
     /// Every list this heap has seen.
-    pub(crate) fn created(&self) -> impl Iterator<Item = &FreeList> + '_ {
+    pub(crate) fn created(&self) -> impl Iterator<Item = (&ListHead, &FreeList)> + '_ {
+        let heads = &self.heads;
         self.typed
             .iter()
-            .chain(self.keyed.table.iter().map(|e| &e.list))
-            .filter(|l| l.spec.is_some())
+            .enumerate()
+            .filter(|(_, l)| l.is_created())
+            .map(|(n, l)| (heads.at(n), l))
+            .chain(
+                self.keyed
+                    .table
+                    .iter()
+                    .filter(|e| e.list.is_created())
+                    .map(|e| (&e.head, &e.list)),
+            )
     }
 
-    /// The hit path: pops a slot of list `id`, if it exists (at home, for a key) and has one.
-    /// An unassigned type number ([`FreeListId::UNASSIGNED`]) is out of the table's range.
-    #[inline(always)]
-    pub(crate) fn pop<I: ListIdentity>(&mut self, id: I) -> Option<NonNull<u8>> {
-        let id = id.raw();
-        let list = if I::KEYED {
-            self.keyed.at_home(id)?
-        } else {
-            self.typed.get_mut(id)?
-        };
-        list.pop()
+    /// Every list, the cold half mutably, for draining.
+    pub(crate) fn lists_mut(&mut self) -> impl Iterator<Item = (&ListHead, &mut FreeList)> + '_ {
+        let heads = &self.heads;
+        self.typed
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, l)| l.is_created())
+            .map(|(n, l)| (heads.at(n), l))
+            .chain(
+                self.keyed
+                    .table
+                    .iter_mut()
+                    .filter(|e| e.list.is_created())
+                    .map(|e| (&e.head, &mut e.list)),
+            )
     }
 
-    /// The hit path: pushes a slot on list `id` if it exists (at home, for a key) and has room.
-    ///
-    /// # Safety
-    ///
-    /// As [`FreeList::try_push`], for a list created with the layout of `slot`.
-    #[inline(always)]
-    pub(crate) unsafe fn try_push<I: ListIdentity>(&mut self, id: I, slot: NonNull<u8>) -> bool {
-        let id = id.raw();
-        let list = if I::KEYED {
-            self.keyed.at_home(id)
+    /// List `id`'s cold half (assigned), if this heap has made the list: for the misses and
+    /// overflows that go straight to layer 2.
+    #[inline]
+    pub(crate) fn created_mut(&mut self, id: usize) -> Option<&mut FreeList> {
+        if id as u32 & KEYED == 0 {
+            self.typed.get_mut(id).filter(|l| l.is_created())
         } else {
-            self.typed.get_mut(id)
-        };
-        match list {
-            // SAFETY: forwarded contract: the entry is list `id`'s.
-            Some(list) => unsafe { list.try_push(slot) },
-            None => false,
+            let at = self.keyed.find(id)?;
+            Some(&mut self.keyed.table[at].list)
         }
     }
 
+    /// The keyed hit paths' list: key `id`'s head if it sits at home.
+    #[inline(always)]
+    pub(crate) fn keyed_head(&self, id: KeyId) -> Option<&ListHead> {
+        self.keyed.at_home(id.0 as usize)
+    }
+
     /// The list for `id` (assigned), created from `spec` if the heap has not seen it yet.
-    pub(crate) fn list(&mut self, id: usize, spec: &ListSpec) -> Result<&mut FreeList, AllocError> {
-        debug_assert!(id < FreeListId::UNASSIGNED as usize, "an assigned id");
+    pub(crate) fn list(
+        &mut self,
+        id: usize,
+        spec: &ListSpec,
+    ) -> Result<(&ListHead, &mut FreeList), AllocError> {
+        debug_assert!(id != 0 && id < u32::MAX as usize, "an assigned id");
         let capacity = self.initial_capacity(spec);
-        let list = if id as u32 & KEYED == 0 {
+        let out_of_band = self.out_of_band;
+        let (head, list) = if id as u32 & KEYED == 0 {
+            self.heads.make()?;
             if id >= self.typed.len() {
                 let more = id + 1 - self.typed.len();
                 self.typed.try_reserve(more).map_err(|_| AllocError)?;
                 self.typed.resize_with(id + 1, || FreeList::UNCREATED);
             }
-            &mut self.typed[id]
+            (self.heads.at(id), &mut self.typed[id])
         } else {
             let at = match self.keyed.find(id) {
                 Some(at) => at,
                 None => self.keyed.insert(id)?,
             };
-            &mut self.keyed.table[at].list
+            let entry = &mut self.keyed.table[at];
+            (&entry.head, &mut entry.list)
         };
-        if list.spec.is_none() {
+        if !list.is_created() {
             list.spec = Some(*spec);
-            list.capacity = capacity;
+            list.out_of_band_mode = out_of_band;
+            list.set_capacity(head, capacity);
         }
         debug_assert_eq!(list.spec.map(|s| s.value_layout), Some(spec.value_layout));
-        Ok(list)
+        Ok((head, list))
     }
 
     /// The slow pop: creates the list if needed and pops, or records a miss and takes a block
@@ -575,8 +838,8 @@ impl FreeLists {
         spec: &ListSpec,
         gate: &Gate,
     ) -> Result<NonNull<u8>, AllocError> {
-        let list = self.list(id, spec)?;
-        if let Some(slot) = list.pop() {
+        let (head, list) = self.list(id, spec)?;
+        if let Some(slot) = list.pop(head) {
             return Ok(slot);
         }
         list.record_miss();
@@ -597,12 +860,12 @@ impl FreeLists {
         slot: NonNull<u8>,
         gate: &Gate,
     ) {
-        if let Ok(list) = self.list(id, spec) {
+        if let Ok((head, list)) = self.list(id, spec) {
             // SAFETY: the caller's contract; the list was created with this spec.
-            if unsafe { list.try_push(slot) } {
+            if unsafe { list.try_push(head, slot) } {
                 return;
             }
-            list.overflows += 1;
+            list.record_overflow();
         }
         // SAFETY: the caller's contract: a block of `raw` with this layout.
         unsafe { raw.deallocate(slot, spec.slot_layout, gate) };
@@ -619,25 +882,25 @@ impl FreeLists {
         gate: &Gate,
     ) -> Result<(), AllocError> {
         let disabled = self.disabled;
-        let list = self.list(id, spec)?;
+        let (head, list) = self.list(id, spec)?;
         if disabled {
             return Ok(());
         }
-        list.set_capacity_only(capacity);
-        while list.len > list.capacity {
-            let slot = list.drain_one().expect("len counts the slots");
+        while list.len(head) > capacity as usize {
+            let slot = list.drain_one(head).expect("len counts the slots");
             // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
             unsafe { raw.deallocate(slot, spec.slot_layout, gate) };
         }
+        list.set_capacity(head, capacity);
         Ok(())
     }
 
     /// Empties every list, freeing the slots to layer 2. Returns the number of slots freed.
     pub(crate) fn drain_all(&mut self, raw: &mut RawHeap, gate: &Gate) -> usize {
         let mut count = 0;
-        for list in self.lists_mut() {
+        for (head, list) in self.lists_mut() {
             let layout = list.spec().slot_layout;
-            while let Some(slot) = list.drain_one() {
+            while let Some(slot) = list.drain_one(head) {
                 // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
                 unsafe { raw.deallocate(slot, layout, gate) };
                 count += 1;
@@ -646,48 +909,20 @@ impl FreeLists {
         count
     }
 
-    /// Every list, mutably, for the debug mode.
-    pub(crate) fn lists_mut(&mut self) -> impl Iterator<Item = &mut FreeList> + '_ {
-        self.typed
-            .iter_mut()
-            .chain(self.keyed.table.iter_mut().map(|e| &mut e.list))
-            .filter(|l| l.spec.is_some())
-    }
-
-    /// Verifies every list: its chain is as long as `len`, within capacity, without a cycle.
+    /// Verifies every list: its chain is as long as its length, within capacity, without a
+    /// cycle; and that no head outside the lists created takes slots.
     pub(crate) fn check(&self) -> Result<(), String> {
         self.keyed.check()?;
-        for list in self.created() {
-            let name = list.spec().name;
-            if list.len > list.capacity || list.capacity as usize > MAX_FREE_LIST_CAPACITY {
-                return Err(format!(
-                    "free list {name}: {} slots, capacity {}",
-                    list.len, list.capacity
-                ));
-            }
-            let mut count = list.out_of_band.len() as u32;
-            if count > 0 && !list.head.is_null() {
-                return Err(format!(
-                    "free list {name}: slots both chained and out of band"
-                ));
-            }
-            let mut at = list.head;
-            while !at.is_null() {
-                count += 1;
-                if count > list.len {
-                    return Err(format!(
-                        "free list {name}: chain longer than its length {} (a cycle?)",
-                        list.len
-                    ));
+        for (head, list) in self.created() {
+            list.check(head)?;
+        }
+        if self.heads.is_mapped() {
+            for n in 0..self.typed.len().max(1) {
+                let created = self.typed.get(n).is_some_and(FreeList::is_created);
+                let head = self.heads.at(n);
+                if !created && (head.room.get() != 0 || !head.head.get().is_null()) {
+                    return Err(format!("free list head {n} takes slots, but no list is"));
                 }
-                // SAFETY: slots on the list hold the link to the next in their first word.
-                at = unsafe { link::read(at) };
-            }
-            if count != list.len {
-                return Err(format!(
-                    "free list {name}: {count} slots chained, length says {}",
-                    list.len
-                ));
             }
         }
         Ok(())
@@ -705,28 +940,32 @@ impl FreeLists {
 /// of creation) almost always sit at home.
 #[derive(Debug)]
 struct KeyedLists {
-    /// A power of two long (or empty); [`KeyedEntry::FREE`] in free entries.
+    /// A power of two long (or empty); [`KeyedEntry::free`] in free entries.
     table: MetaVec<KeyedEntry>,
     /// Lists created.
     created: usize,
 }
 
-/// An entry of the keyed table: a key's number and its list.
+/// An entry of the keyed table: a key's number and its list, both halves.
 #[derive(Debug)]
 struct KeyedEntry {
     /// The key's number; `u32::MAX` in a free entry (never a key's: see `fresh_key_id`).
     id: u32,
+    head: ListHead,
     list: FreeList,
 }
 
 impl KeyedEntry {
-    const FREE: KeyedEntry = KeyedEntry {
-        id: u32::MAX,
-        list: FreeList::UNCREATED,
-    };
+    fn free() -> KeyedEntry {
+        KeyedEntry {
+            id: u32::MAX,
+            head: ListHead::empty(),
+            list: FreeList::UNCREATED,
+        }
+    }
 
     fn is_free(&self) -> bool {
-        self.list.spec.is_none()
+        !self.list.is_created()
     }
 }
 
@@ -738,14 +977,14 @@ impl KeyedLists {
         }
     }
 
-    /// The list at `id`'s home entry, if it is list `id`'s.
+    /// The head at `id`'s home entry, if it is list `id`'s.
     #[inline(always)]
-    fn at_home(&mut self, id: usize) -> Option<&mut FreeList> {
+    fn at_home(&self, id: usize) -> Option<&ListHead> {
         let mask = self.table.len().wrapping_sub(1);
         self.table
-            .get_mut(id & mask)
+            .get(id & mask)
             .filter(|entry| entry.id as usize == id)
-            .map(|entry| &mut entry.list)
+            .map(|entry| &entry.head)
     }
 
     /// Where list `id` is, if created.
@@ -802,7 +1041,7 @@ impl KeyedLists {
     fn rehash(&mut self, len: usize) -> Result<(), AllocError> {
         let mut table = MetaVec::new_in(Meta);
         table.try_reserve_exact(len).map_err(|_| AllocError)?;
-        table.resize_with(len, || KeyedEntry::FREE);
+        table.resize_with(len, KeyedEntry::free);
         for entry in self.table.drain(..).filter(|e| !e.is_free()) {
             let mut at = entry.id as usize & (len - 1);
             while !table[at].is_free() {
@@ -854,16 +1093,16 @@ mod tests {
     fn a_heaps_key_table_grows_with_the_keys_it_uses_not_with_the_keys_made() {
         let spec = ListSpec::new("t", Layout::new::<u64>(), 4);
         let key = |n: u32| KeyId(KEYED | n);
-        let mut lists = FreeLists::new(false);
+        let mut lists = FreeLists::new(false, false);
         // A process that made half a million keys before this heap saw any (the issue's
         // 41 MiB for one keyed slot, with a table indexed by number).
-        lists.list(key(500_000).resolve(), &spec).unwrap();
+        lists.list(key(500_000).0 as usize, &spec).unwrap();
         assert_eq!(lists.keyed.table.len(), 8);
         // Keys a heap uses are mostly consecutive: each lands at home, and the table stays
         // within 8 entries per list, however they collide.
         let used = [500_000, 3, 500_001, 500_008, 500_016, 7, 1 << 30];
         for &n in &used[1..] {
-            lists.list(key(n).resolve(), &spec).unwrap();
+            lists.list(key(n).0 as usize, &spec).unwrap();
             lists.check().unwrap();
         }
         assert!(
@@ -877,7 +1116,7 @@ mod tests {
         );
         for &n in &used {
             assert_eq!(
-                lists.stats(key(n).resolve(), &spec).capacity,
+                lists.stats(key(n).0 as usize, &spec).capacity,
                 4,
                 "key {n} is found"
             );
@@ -885,13 +1124,13 @@ mod tests {
         // The hit paths find a list at home, and miss (to the slow path) for any other key.
         let mut slot = [0usize; 1];
         let slot = NonNull::from(&mut slot).cast::<u8>();
+        let len = size_of::<usize>();
+        assert!(lists.keyed_head(key(500_002)).is_none(), "no such list");
+        let head = lists.keyed_head(key(500_001)).expect("at home");
         // SAFETY: a pointer-sized, pointer-aligned slot holding nothing live.
-        unsafe {
-            assert!(lists.try_push(key(500_001), slot));
-            assert!(!lists.try_push(key(500_002), slot), "no such list");
-        }
-        assert_eq!(lists.pop(key(500_002)), None);
-        assert_eq!(lists.pop(key(500_001)), Some(slot));
+        assert!(unsafe { head.try_push(slot, len) });
+        assert_eq!(head.pop(len), Some(slot));
+        assert_eq!(head.pop(len), None);
         lists.check().unwrap();
     }
 
@@ -899,10 +1138,11 @@ mod tests {
     fn ids_are_distinct_and_stable() {
         static A: FreeListId = FreeListId::new();
         static B: FreeListId = FreeListId::new();
-        assert_eq!(A.raw(), FreeListId::UNASSIGNED as usize);
+        assert_eq!(A.offset(), 0, "unassigned: the entry that always misses");
         let a = A.get();
+        assert_ne!(a, 0);
         assert_eq!(A.get(), a);
-        assert_eq!(A.raw(), a);
+        assert_eq!(A.offset(), a * size_of::<ListHead>());
         assert_ne!(B.get(), a);
     }
 
@@ -918,7 +1158,7 @@ mod tests {
     #[test]
     fn list_is_lifo_and_bounded() {
         let spec = ListSpec::new("t", Layout::new::<u64>(), 2);
-        let mut lists = FreeLists::new(false);
+        let mut lists = FreeLists::new(false, false);
         let mut slots = [[0usize; 1]; 3];
         let ptrs: Vec<NonNull<u8>> = slots
             .iter_mut()
@@ -926,33 +1166,64 @@ mod tests {
             .collect();
         static TYPE: FreeListId = FreeListId::new();
         static UNSEEN: FreeListId = FreeListId::new();
-        let id = &TYPE;
+        let len = size_of::<usize>();
+        // The hit paths' view: base plus offset, before and after the table is made.
+        let hit = |lists: &FreeLists, id: &FreeListId| {
+            // SAFETY: the heap's own base and a type's offset.
+            unsafe { head_at(lists.heads_base(), id.offset()) }
+        };
+        assert_eq!(
+            lists.heads_base(),
+            sentinel(),
+            "no table before a typed list"
+        );
         // SAFETY: the slots are pointer-sized, aligned, and owned by this test.
         unsafe {
-            assert!(!lists.try_push(id, ptrs[0]), "uncreated list takes nothing");
+            assert!(!hit(&lists, &TYPE).try_push(ptrs[0], len), "no list yet");
+            let (head, list) = lists.list(TYPE.get(), &spec).unwrap();
+            assert!(list.try_push(head, ptrs[0]));
+            assert!(hit(&lists, &TYPE).try_push(ptrs[1], len));
+            assert!(!hit(&lists, &TYPE).try_push(ptrs[2], len), "full");
             assert!(
-                !lists.try_push(&UNSEEN, ptrs[0]),
+                !hit(&lists, &UNSEEN).try_push(ptrs[2], len),
                 "an unassigned id takes nothing"
             );
-            let list = lists.list(id.get(), &spec).unwrap();
-            assert!(list.try_push(ptrs[0]));
-            assert!(lists.try_push(id, ptrs[1]));
-            assert!(!lists.try_push(id, ptrs[2]), "full");
         }
-        assert_eq!(lists.pop(id), Some(ptrs[1]));
-        assert_eq!(lists.pop(id), Some(ptrs[0]));
-        assert_eq!(lists.pop(id), None);
-        assert_eq!(lists.pop(&UNSEEN), None);
-        assert_eq!(UNSEEN.raw(), FreeListId::UNASSIGNED as usize);
-        let s = lists.stats(id.get(), &spec);
+        assert_ne!(lists.heads_base(), sentinel());
+        assert_eq!(hit(&lists, &TYPE).pop(len), Some(ptrs[1]));
+        assert_eq!(hit(&lists, &TYPE).pop(len), Some(ptrs[0]));
+        assert_eq!(hit(&lists, &TYPE).pop(len), None);
+        assert_eq!(hit(&lists, &UNSEEN).pop(len), None);
+        assert_eq!(UNSEEN.offset(), 0);
+        let s = lists.stats(TYPE.get(), &spec);
         assert_eq!((s.hits, s.pushes, s.len, s.capacity), (2, 2, 0, 2));
+        lists.check().unwrap();
+    }
+
+    #[test]
+    fn an_out_of_band_list_never_takes_the_hit_path() {
+        let spec = ListSpec::new("t", Layout::new::<u64>(), 4);
+        let mut lists = FreeLists::new(false, true);
+        static TYPE: FreeListId = FreeListId::new();
+        let mut slot = [0usize; 1];
+        let slot = NonNull::from(&mut slot).cast::<u8>();
+        let (head, list) = lists.list(TYPE.get(), &spec).unwrap();
+        assert!(list.push_out_of_band(head, slot).unwrap());
+        // SAFETY: the heap's own base and a type's offset; a pointer-sized slot.
+        unsafe {
+            let hit = head_at(lists.heads_base(), TYPE.offset());
+            assert_eq!(hit.pop(8), None);
+            assert!(!hit.try_push(slot, 8));
+        }
+        let s = lists.stats(TYPE.get(), &spec);
+        assert_eq!((s.len, s.pushes, s.capacity), (1, 1, 4));
         lists.check().unwrap();
     }
 
     #[test]
     fn an_unseen_list_reports_its_declared_capacity() {
         let spec = ListSpec::new("t", Layout::new::<u64>(), 33);
-        assert_eq!(FreeLists::new(false).stats(3, &spec).capacity, 33);
-        assert_eq!(FreeLists::new(true).stats(3, &spec).capacity, 0);
+        assert_eq!(FreeLists::new(false, false).stats(3, &spec).capacity, 33);
+        assert_eq!(FreeLists::new(true, false).stats(3, &spec).capacity, 0);
     }
 }

@@ -39,7 +39,7 @@ use std::alloc::System;
 use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
-use crate::free_list::{FreeListId, FreeListed, ListSpec};
+use crate::free_list::{head_at, sentinel, FreeListId, FreeListed, ListHead, ListSpec};
 use crate::heap::{Heap, TrimReport};
 use crate::pool::Pool;
 use crate::raw::{dangling, slice, ThreadLink};
@@ -155,6 +155,14 @@ thread_local! {
     static EXIT: ThreadExit = const { ThreadExit };
 }
 
+thread_local! {
+    /// The base of the calling thread's heap's typed list heads while it is running (see
+    /// [`free_list`](crate::free_list)); the never-written sentinel table before, during
+    /// set-up, after exit, and in debug mode, so `PoolBox`'s hit path needs no test of its
+    /// own: an empty head misses. Kept apart from `CURRENT`, so that hit is one load.
+    static HEADS: Cell<NonNull<ListHead>> = const { Cell::new(sentinel()) };
+}
+
 /// The calling thread's running heap, if any (the fast paths' one load).
 #[inline(always)]
 fn current() -> Option<&'static ThreadHeap> {
@@ -187,6 +195,7 @@ fn current_or_start() -> Option<&'static ThreadHeap> {
         return None;
     }
     CURRENT.set(heap);
+    HEADS.set(heap.heap.heads());
     PHASE.set(Phase::Running);
     Some(heap)
 }
@@ -409,6 +418,8 @@ struct ThreadExit;
 impl Drop for ThreadExit {
     fn drop(&mut self) {
         let heap = CURRENT.replace(ptr::null());
+        // Slots dropped from now on go to the fallback paths, not to a heap being abandoned.
+        HEADS.set(sentinel());
         PHASE.set(Phase::Detached);
         if !heap.is_null() {
             // SAFETY: registered heaps are never freed; this thread owned it until now.
@@ -579,22 +590,38 @@ impl Global {
         summary
     }
 
-    /// A slot for `T` from the calling thread's free list (else layer 2).
+    /// A slot for `T` from the calling thread's free list (else layer 2): the hit path is the
+    /// thread's heads base (one thread-local load), `T`'s offset, and a list pop.
     #[inline(always)]
     pub(crate) fn pop_slot<T: FreeListed>() -> Result<NonNull<u8>, AllocError> {
-        if let Some(heap) = current() {
-            if let Some(slot) = heap.heap.pop_slot_fast(T::free_list_id()) {
-                return Ok(slot);
-            }
+        let spec = const { &ListSpec::of::<T>() };
+        // SAFETY: `HEADS` is a live table of the thread's heap, or the sentinel.
+        let head = unsafe { head_at(HEADS.get(), T::free_list_id().offset()) };
+        match head.pop(spec.slot_layout.size()) {
+            Some(slot) => Ok(slot),
+            None => Self::pop_slot_cold(T::free_list_id(), spec),
         }
-        Self::pop_slot_cold(T::free_list_id(), const { &ListSpec::of::<T>() })
     }
 
     #[cold]
     #[inline(never)]
     fn pop_slot_cold(id: &'static FreeListId, spec: &ListSpec) -> Result<NonNull<u8>, AllocError> {
         match current_or_start() {
-            Some(heap) if !heap.heap.is_busy() => heap.heap.pop_slot_slow(id.get(), spec),
+            Some(heap) if !heap.heap.is_busy() => {
+                let heads = heap.heap.heads();
+                if HEADS.replace(heads) != heads {
+                    // The thread's copy was behind (its first request, or the heap's first
+                    // typed list): the hit path again, on the heap's table.
+                    // SAFETY: the heap's live table, and a type's offset.
+                    let head = unsafe { head_at(heads, id.offset()) };
+                    if let Some(slot) = head.pop(spec.slot_layout.size()) {
+                        return Ok(slot);
+                    }
+                }
+                let slot = heap.heap.pop_typed_slow(id, spec);
+                HEADS.set(heap.heap.heads());
+                slot
+            }
             // No list to take from: a block through the global paths.
             _ => NonNull::new(Self::alloc_block(spec.slot_layout)).ok_or(AllocError),
         }
@@ -608,16 +635,17 @@ impl Global {
     /// value.
     #[inline(always)]
     pub(crate) unsafe fn push_slot<T: FreeListed>(slot: NonNull<u8>) {
-        if let Some(heap) = current() {
-            // SAFETY: a slot of `T`'s layout from a thread heap: the calling thread's list
-            // takes it whichever heap made it (a thread heap's layer 2 sends foreign ones
-            // home when it frees them).
-            if unsafe { heap.heap.push_slot_fast(T::free_list_id(), slot) } {
-                return;
-            }
+        let spec = const { &ListSpec::of::<T>() };
+        // SAFETY: `HEADS` is a live table of the thread's heap, or the sentinel.
+        let head = unsafe { head_at(HEADS.get(), T::free_list_id().offset()) };
+        // SAFETY: a slot of `T`'s layout from a thread heap: the calling thread's list takes
+        // it whichever heap made it (a thread heap's layer 2 sends foreign ones home when it
+        // frees them).
+        if unsafe { head.try_push(slot, spec.slot_layout.size()) } {
+            return;
         }
         // SAFETY: forwarded contract.
-        unsafe { Self::push_slot_cold(T::free_list_id(), const { &ListSpec::of::<T>() }, slot) }
+        unsafe { Self::push_slot_cold(T::free_list_id(), spec, slot) }
     }
 
     /// # Safety
@@ -627,10 +655,21 @@ impl Global {
     #[inline(never)]
     unsafe fn push_slot_cold(id: &'static FreeListId, spec: &ListSpec, slot: NonNull<u8>) {
         match current_or_start() {
-            // SAFETY: forwarded contract (as in `push_slot`).
-            Some(heap) if !heap.heap.is_busy() => unsafe {
-                heap.heap.push_slot_slow(id.get(), spec, slot)
-            },
+            Some(heap) if !heap.heap.is_busy() => {
+                let heads = heap.heap.heads();
+                if HEADS.replace(heads) != heads {
+                    // As in `pop_slot_cold`.
+                    // SAFETY: the heap's live table and a type's offset; forwarded contract.
+                    let head = unsafe { head_at(heads, id.offset()) };
+                    // SAFETY: forwarded contract (as in `push_slot`).
+                    if unsafe { head.try_push(slot, spec.slot_layout.size()) } {
+                        return;
+                    }
+                }
+                // SAFETY: forwarded contract (as in `push_slot`).
+                unsafe { heap.heap.push_typed_slow(id, spec, slot) };
+                HEADS.set(heap.heap.heads());
+            }
             // SAFETY: the slot is a global block of its slot layout, given up.
             _ => unsafe { GlobalAlloc::dealloc(&Global, slot.as_ptr(), spec.slot_layout) },
         }

@@ -29,8 +29,8 @@ use crate::config::{
 };
 use crate::debug::{DebugError, DebugLayer, Misuse};
 use crate::free_list::{
-    FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId, ListIdentity, ListSpec,
-    MAX_FREE_LIST_CAPACITY,
+    head_at, sentinel, FreeListId, FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId,
+    ListHead, ListSpec, MAX_FREE_LIST_CAPACITY,
 };
 use crate::gate::Gate;
 use crate::meta::{Meta, MetaBox};
@@ -129,6 +129,11 @@ use crate::stats::Stats;
 pub struct Heap {
     core: UnsafeCell<Core>,
     gate: Gate,
+    /// The base of the core's typed list heads ([`FreeLists::heads_base`]), copied out so the
+    /// typed hit paths reach them without borrowing the core: the heads are `Cell`s in a
+    /// table of their own, which the core owns but never holds a borrow of across a call out.
+    /// Refreshed by every slow path.
+    heads: Cell<NonNull<ListHead>>,
     deferred: DeferredFrees,
     config: HeapConfig,
     /// A misuse aborts the process with its message instead of panicking: set for `Global`'s
@@ -326,12 +331,13 @@ impl Heap {
         Ok(Heap {
             core: UnsafeCell::new(Core {
                 raw: RawHeap::new(&config, source),
-                lists: FreeLists::new(!config.free_lists),
+                lists: FreeLists::new(!config.free_lists, config.debug),
                 debug: config
                     .debug
                     .then(|| MetaBox::new_in(DebugLayer::default(), Meta)),
             }),
             gate: Gate::new(fast_limit),
+            heads: Cell::new(sentinel()),
             deferred: DeferredFrees::default(),
             config,
             abort_on_misuse: false,
@@ -403,7 +409,10 @@ impl Heap {
             // it stays closed while `f` runs, so every re-entrant call is refused above or
             // kept off the fast paths.
             let core = unsafe { &mut *self.core.get() };
-            f(core, &self.gate)
+            let result = f(core, &self.gate);
+            // A slow path may have made the typed heads' table.
+            self.heads.set(core.lists.heads_base());
+            result
         });
         self.do_deferred_frees();
         Ok(result)
@@ -584,7 +593,20 @@ impl Heap {
     /// block from layer 2. The memory is uninitialised.
     #[inline]
     pub fn alloc_slot(&self, key: &FreeListKey) -> Result<NonNull<u8>, AllocError> {
-        self.pop_slot(KeyId(key.id), &key.spec)
+        if let Some(slot) = self.pop_keyed_fast(KeyId(key.id), &key.spec) {
+            return Ok(slot);
+        }
+        self.alloc_slot_slow(key)
+    }
+
+    /// The keyed miss: straight to layer 2 for a list this heap has made, else the slow path.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slot_slow(&self, key: &FreeListKey) -> Result<NonNull<u8>, AllocError> {
+        match self.miss_to_layer2(key.id as usize, key.spec.slot_layout) {
+            Some(block) => Ok(block),
+            None => self.pop_slot_slow(key.id as usize, &key.spec),
+        }
     }
 
     /// Returns a slot to `key`'s free list, or to layer 2 when the list is full.
@@ -596,31 +618,191 @@ impl Heap {
     #[inline]
     pub unsafe fn free_slot(&self, key: &FreeListKey, slot: NonNull<u8>) {
         // SAFETY: forwarded contract.
-        unsafe { self.push_slot(KeyId(key.id), &key.spec, slot) }
+        if unsafe { self.push_keyed_fast(KeyId(key.id), &key.spec, slot) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_slot_slow(key, slot) }
     }
 
-    /// The typed and keyed pop: the hit path is a gate test and a list pop; a miss goes to the
-    /// slow path.
+    /// The keyed overflow: straight to layer 2 for a list this heap has made, else the slow
+    /// path.
+    ///
+    /// # Safety
+    ///
+    /// As [`free_slot`](Self::free_slot).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slot_slow(&self, key: &FreeListKey, slot: NonNull<u8>) {
+        // SAFETY: forwarded contract.
+        if !unsafe { self.overflow_to_layer2(key.id as usize, key.spec.slot_layout, slot) } {
+            // SAFETY: forwarded contract.
+            unsafe { self.push_slot_slow(key.id as usize, &key.spec, slot) }
+        }
+    }
+
+    /// The base of this heap's typed list heads, for the typed hit paths ([`head_at`]): the
+    /// sentinel until the heap makes its first typed list.
     #[inline(always)]
-    pub(crate) fn pop_slot(
+    pub(crate) fn heads(&self) -> NonNull<ListHead> {
+        self.heads.get()
+    }
+
+    /// The typed pop: the hit path is an offset load and a list pop, with no gate test (see
+    /// [`free_list`](crate::free_list)); a miss goes to the slow path.
+    #[inline(always)]
+    pub(crate) fn pop_typed(
         &self,
-        id: impl ListIdentity,
+        id: &'static FreeListId,
         spec: &ListSpec,
     ) -> Result<NonNull<u8>, AllocError> {
-        if let Some(slot) = self.pop_slot_fast(id) {
-            return Ok(slot);
+        // SAFETY: this heap's heads base, and a type's offset.
+        let head = unsafe { head_at(self.heads(), id.offset()) };
+        match head.pop(spec.slot_layout.size()) {
+            Some(slot) => Ok(slot),
+            None => self.pop_typed_slow(id, spec),
         }
-        self.pop_slot_slow(id.resolve(), spec)
     }
 
-    /// The hit path alone: a slot when the gate is open and the list has one.
+    /// The typed miss, out of line (with the id's assignment), so the hit path falls through.
+    /// A list this heap has made goes straight to layer 2's fast path, as a CPython free-list
+    /// miss calls `PyObject_Malloc`; the rest (a list to make, a closed gate, the debug mode)
+    /// takes the slow path.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn pop_typed_slow(
+        &self,
+        id: &'static FreeListId,
+        spec: &ListSpec,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if let Some(block) = self.miss_to_layer2(id.get(), spec.slot_layout) {
+            return Ok(block);
+        }
+        self.pop_slot_slow(id.get(), spec)
+    }
+
+    /// The typed push: the hit path is an offset load and a list push; a full list (or one
+    /// not created) goes to the slow path.
+    ///
+    /// # Safety
+    ///
+    /// `slot` came from `pop_typed` of this heap with the same id and spec, and holds no live
+    /// value.
     #[inline(always)]
-    pub(crate) fn pop_slot_fast(&self, id: impl ListIdentity) -> Option<NonNull<u8>> {
+    pub(crate) unsafe fn push_typed(
+        &self,
+        id: &'static FreeListId,
+        spec: &ListSpec,
+        slot: NonNull<u8>,
+    ) {
+        // SAFETY: this heap's heads base, and a type's offset.
+        let head = unsafe { head_at(self.heads(), id.offset()) };
+        // SAFETY: the caller's contract: a dead slot of this list's layout, of this heap.
+        if unsafe { head.try_push(slot, spec.slot_layout.size()) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_typed_slow(id, spec, slot) }
+    }
+
+    /// The typed overflow, out of line (with the id's assignment): a full list this heap has
+    /// made frees the slot straight to layer 2's fast path (see
+    /// [`overflow_to_layer2`](Self::overflow_to_layer2)), the rest takes the slow path.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_typed`](Self::push_typed).
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn push_typed_slow(
+        &self,
+        id: &'static FreeListId,
+        spec: &ListSpec,
+        slot: NonNull<u8>,
+    ) {
+        // SAFETY: forwarded contract.
+        if unsafe { self.overflow_to_layer2(id.get(), spec.slot_layout, slot) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_slot_slow(id.get(), spec, slot) }
+    }
+
+    /// The keyed hit path's pop: a gate test (the keyed table lives in the core, and moves
+    /// when it grows), a look at the key's home entry, and a list pop.
+    #[inline(always)]
+    fn pop_keyed_fast(&self, id: KeyId, spec: &ListSpec) -> Option<NonNull<u8>> {
         if !self.gate.fast_paths_open() {
             return None;
         }
         // SAFETY: the gate is open; a list pop calls nothing out and cannot panic.
-        unsafe { self.core_fast() }.lists.pop(id)
+        let lists = unsafe { &self.core_fast().lists };
+        lists.keyed_head(id)?.pop(spec.slot_layout.size())
+    }
+
+    /// The keyed hit path's push: pushes when the gate is open and the list has room.
+    ///
+    /// # Safety
+    ///
+    /// As [`free_slot`](Self::free_slot).
+    #[inline(always)]
+    unsafe fn push_keyed_fast(&self, id: KeyId, spec: &ListSpec, slot: NonNull<u8>) -> bool {
+        if !self.gate.fast_paths_open() {
+            return false;
+        }
+        // SAFETY: the gate is open; a list push calls nothing out and cannot panic.
+        let lists = unsafe { &self.core_fast().lists };
+        match lists.keyed_head(id) {
+            // SAFETY: the caller's contract: a dead slot of the key's layout, of this heap.
+            Some(head) => unsafe { head.try_push(slot, spec.slot_layout.size()) },
+            None => false,
+        }
+    }
+
+    /// A miss of list `id` (assigned) that this heap has made goes straight to layer 2's fast
+    /// path, as a CPython free-list miss calls `PyObject_Malloc`: `None` sends the rest (a
+    /// list to make, a closed gate, the debug mode, a large slot) to the slow path.
+    #[inline(always)]
+    fn miss_to_layer2(&self, id: usize, layout: Layout) -> Option<NonNull<u8>> {
+        if !self.takes_fast_path(layout) {
+            return None;
+        }
+        // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out only
+        // through the gate and does not panic.
+        let core = unsafe { self.core_fast() };
+        let list = core.lists.created_mut(id)?;
+        let block = core.raw.alloc_block(class_of(layout.size()), &self.gate)?;
+        list.record_miss();
+        Some(block)
+    }
+
+    /// An overflow of list `id` (assigned) that this heap has made frees the slot straight to
+    /// layer 2's fast path, when the slot is this heap's own (a thread heap's list may hold
+    /// another heap's: the slow path sends it home). Returns whether it did.
+    ///
+    /// # Safety
+    ///
+    /// `slot` is a live slot of list `id`'s `layout` from some heap of this geometry, holding
+    /// nothing live.
+    #[inline(always)]
+    unsafe fn overflow_to_layer2(&self, id: usize, layout: Layout, slot: NonNull<u8>) -> bool {
+        if !self.takes_fast_path(layout) {
+            return false;
+        }
+        // SAFETY: the fast-path test passed, so the gate is open; `free_block` calls out only
+        // through the gate and does not panic.
+        let core = unsafe { self.core_fast() };
+        let Some(list) = core.lists.created_mut(id) else {
+            return false;
+        };
+        // SAFETY: a live slot of a small layout: a pool block.
+        if !unsafe { core.raw.owns_pool_block(slot) } {
+            return false;
+        }
+        list.record_overflow();
+        // SAFETY: a live pool block of this heap, holding nothing live.
+        unsafe { core.raw.free_block(slot, &self.gate) };
+        true
     }
 
     #[cold]
@@ -642,45 +824,9 @@ impl Heap {
         self.allocation(result)
     }
 
-    /// The typed and keyed push: the hit path is a gate test and a list push; a full list goes
-    /// to the slow path.
-    ///
     /// # Safety
     ///
-    /// `slot` came from `pop_slot` of this heap with the same list, and holds no live value.
-    #[inline(always)]
-    pub(crate) unsafe fn push_slot(
-        &self,
-        id: impl ListIdentity,
-        spec: &ListSpec,
-        slot: NonNull<u8>,
-    ) {
-        // SAFETY: forwarded contract.
-        if unsafe { self.push_slot_fast(id, slot) } {
-            return;
-        }
-        // SAFETY: forwarded contract.
-        unsafe { self.push_slot_slow(id.resolve(), spec, slot) }
-    }
-
-    /// The hit path alone: pushes when the gate is open and the list has room.
-    ///
-    /// # Safety
-    ///
-    /// As [`push_slot`](Self::push_slot).
-    #[inline(always)]
-    pub(crate) unsafe fn push_slot_fast(&self, id: impl ListIdentity, slot: NonNull<u8>) -> bool {
-        if !self.gate.fast_paths_open() {
-            return false;
-        }
-        // SAFETY: the gate is open; a list push calls nothing out and cannot panic; the slot
-        // has the list's layout (the caller's contract).
-        unsafe { self.core_fast().lists.try_push(id, slot) }
-    }
-
-    /// # Safety
-    ///
-    /// As [`push_slot`](Self::push_slot).
+    /// `slot` came from a pop of this heap's list `id` (of `spec`), and holds no live value.
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn push_slot_slow(&self, id: usize, spec: &ListSpec, slot: NonNull<u8>) {

@@ -63,7 +63,7 @@ impl<'h, T: FreeListed> Pooled<'h, T> {
         let ptr = if size_of::<T>() == 0 {
             NonNull::dangling()
         } else {
-            heap.pop_slot(T::free_list_id(), &const { ListSpec::of::<T>() })?
+            heap.pop_typed(T::free_list_id(), &const { ListSpec::of::<T>() })?
                 .cast::<T>()
         };
         // SAFETY: the slot is valid for writes of `T` (slot layout ⊇ `T`'s layout); a
@@ -128,7 +128,7 @@ unsafe fn release_slot<T: FreeListed>(heap: &Heap, ptr: NonNull<T>) {
     if size_of::<T>() != 0 {
         // SAFETY: forwarded contract.
         unsafe {
-            heap.push_slot(
+            heap.push_typed(
                 T::free_list_id(),
                 &const { ListSpec::of::<T>() },
                 ptr.cast(),

@@ -134,6 +134,18 @@ impl RawHeap {
         self.thread.map_or(NO_OWNER, |t| t.id)
     }
 
+    /// Whether a live pool block is this heap's own (a thread heap's free lists may hold
+    /// another heap's slots).
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live pool block of some heap of this heap's geometry.
+    #[inline]
+    pub(crate) unsafe fn owns_pool_block(&self, block: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract: a pool block, whose pool header is readable.
+        unsafe { Pool::owner_of(block.as_ptr(), self.arenas.pool_size()) == self.owner_id() }
+    }
+
     /// Sets how many empty arenas the heap keeps (see [`Arenas::set_spares_kept`]); the cached
     /// pool gives its spare back first. Returns the arenas released.
     pub(crate) fn set_spares_kept(&mut self, kept: usize, gate: &Gate) -> usize {

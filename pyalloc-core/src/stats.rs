@@ -241,9 +241,9 @@ impl Stats {
                 .push(state);
         }
         let mut free_lists = Vec::new();
-        for list in lists.created() {
+        for (head, list) in lists.created() {
             let spec = list.spec();
-            let stats = list.stats();
+            let stats = list.stats(head);
             free_lists.push(FreeListLine {
                 name: spec.name,
                 value_size: spec.value_layout.size(),
