@@ -1221,6 +1221,24 @@ mod tests {
     }
 
     #[test]
+    fn the_sentinel_takes_nothing_and_is_never_written() {
+        static TYPE: FreeListId = FreeListId::new();
+        let mut slot = [0usize; 1];
+        let slot = NonNull::from(&mut slot).cast::<u8>();
+        for offset in [0, TYPE.get() << HEAD_SHIFT, (MAX_TYPES - 1) << HEAD_SHIFT] {
+            // SAFETY: the sentinel's base and an offset inside it; a pointer-sized slot.
+            unsafe {
+                let head = head_at(sentinel(), offset);
+                assert_eq!(head.pop(8), None);
+                assert!(!head.try_push(slot, 8));
+            }
+        }
+        let untouched =
+            |h: &ListHead| h.head.get().is_null() && h.room.get() == 0 && h.pushes.get() == 0;
+        assert!(SENTINEL.0.iter().all(untouched));
+    }
+
+    #[test]
     fn an_unseen_list_reports_its_declared_capacity() {
         let spec = ListSpec::new("t", Layout::new::<u64>(), 33);
         assert_eq!(FreeLists::new(false, false).stats(3, &spec).capacity, 33);
