@@ -130,6 +130,30 @@ fn failed(op: &str, size: u32) -> Fault {
     Fault(format!("{op} of {size} B returned null"))
 }
 
+/// Checks that a fresh block is neither null nor misaligned for `layout` (CPython's callers
+/// rely on 16 bytes, and the C-ABI peers get it from `malloc` only for requests of 16 bytes
+/// and up).
+#[inline(always)]
+fn fresh(op: &str, p: *mut u8, layout: Layout, size: u32) -> Result<*mut u8, Fault> {
+    if p.is_null() {
+        return Err(failed(op, size));
+    }
+    if p as usize & (layout.align() - 1) != 0 {
+        return Err(misaligned(op, p, layout));
+    }
+    Ok(p)
+}
+
+#[cold]
+#[inline(never)]
+fn misaligned(op: &str, p: *mut u8, layout: Layout) -> Fault {
+    Fault(format!(
+        "{op} of {} B returned {p:p}, not aligned to {}",
+        layout.size(),
+        layout.align()
+    ))
+}
+
 /// One replay of `trace` on `peer`: returns the time of the event loop. The peer should be
 /// fresh (or at least hold no block of an earlier replay under the same ids).
 ///
@@ -177,9 +201,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
             Op::Alloc => {
                 // SAFETY: `layout.size() >= 1`.
                 let p = unsafe { peer.alloc(layout) };
-                if p.is_null() {
-                    return Err((i, failed("alloc", e.size)));
-                }
+                let p = fresh("alloc", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a fresh block of `len` bytes.
                 unsafe { tag(p, len, e.id) };
                 slots[e.id as usize] = Slot {
@@ -190,9 +212,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
             Op::AllocZeroed => {
                 // SAFETY: `layout.size() >= 1`.
                 let p = unsafe { peer.alloc_zeroed(layout) };
-                if p.is_null() {
-                    return Err((i, failed("alloc_zeroed", e.size)));
-                }
+                let p = fresh("alloc_zeroed", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a fresh block of `len` bytes.
                 let (first, last) = unsafe { (p.read(), p.add(len - 1).read()) };
                 if first != 0 || last != 0 {
@@ -217,9 +237,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
                 unsafe { verify(old.ptr, old_len, e.id) }.map_err(|f| (i, f))?;
                 // SAFETY: as above; `len >= 1`; the old pointer is dropped on success.
                 let p = unsafe { peer.realloc(old.ptr, old_layout, len) };
-                if p.is_null() {
-                    return Err((i, failed("realloc", e.size)));
-                }
+                let p = fresh("realloc", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a live block of `len` bytes holding the old block's first
                 // `min(old_len, len)` bytes.
                 let (first, kept_last) = unsafe { (p.read(), p.add(old_len.min(len) - 1).read()) };
@@ -257,7 +275,31 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
     Ok(())
 }
 
-/// The median of `values` (mean of the middle two for an even count); 0 when empty.
+/// The median and the spread of a peer's runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// The median.
+    pub median: f64,
+    /// The fastest run.
+    pub min: f64,
+    /// The slowest run.
+    pub max: f64,
+}
+
+impl Summary {
+    /// The summary of `values` (all zero when empty).
+    pub fn of(values: &mut [f64]) -> Self {
+        let median = median(values);
+        Summary {
+            median,
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count); 0 when empty. Sorts
+/// `values`.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return 0.0;

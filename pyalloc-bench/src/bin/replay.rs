@@ -1,11 +1,21 @@
 //! W5: replays CPython allocation traces on every peer and prints the median ns per event.
 //!
 //! ```text
-//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
+//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
 //! ```
 //!
-//! Each trace is read wholly into memory before any timing. Runs interleave the peers (run 1:
-//! every peer, run 2: every peer, ...), each run on a fresh peer (a fresh pyalloc `Heap`).
+//! Each trace is read wholly into memory before any timing. Each peer first replays the trace
+//! `--warmup` times untimed (default 1: the process-wide allocators fault their memory in on
+//! their first replay, and would otherwise carry one cold run among the timed ones). Runs then
+//! interleave the peers (run 1: every peer, run 2: every peer, ...), each run starting one peer
+//! further along the list so that no peer always follows the same one, each on a fresh peer (a
+//! fresh pyalloc `Heap`). The table gives the median and the spread (fastest..slowest run).
+//!
+//! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
+//! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
+//! (`pyalloc_bench::cabi`). Without `--peers`, every in-process peer and the system libraries of
+//! `cabi::SYSTEM_LIBS` (glibc, and Debian's mimalloc and jemalloc when installed); a library
+//! that cannot be loaded is skipped with a printed line.
 //! Every block is tagged and verified (see `pyalloc_bench::replay`): a mismatch prints where
 //! it happened and exits with status 1. Without TRACE, every `*.trace.gz` of `shared/traces`.
 //!
@@ -17,23 +27,27 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use pyalloc_bench::cabi::{self, SYSTEM_LIBS};
 use pyalloc_bench::chart::{self, Chart, Panel};
-use pyalloc_bench::replay::{median, replay, ReplayError};
+use pyalloc_bench::replay::{replay, ReplayError, Summary};
 use pyalloc_bench::trace::default_traces;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor, Trace};
 
 struct Args {
     runs: usize,
+    warmup: usize,
     peers: Vec<PeerKind>,
     csv: bool,
     svg: PathBuf,
     traces: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: replay [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]";
+const USAGE: &str =
+    "usage: replay [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
+    let mut warmup = 1;
     let mut peers = None;
     let mut csv = false;
     let mut svg = None;
@@ -47,6 +61,12 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n > 0)
                     .ok_or("--runs takes a positive number")?;
+            }
+            "--warmup" => {
+                warmup = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--warmup takes a number")?;
             }
             "--peers" => peers = Some(args.next().ok_or("--peers takes a list")?),
             "--csv" => csv = true,
@@ -62,9 +82,18 @@ fn parse_args() -> Result<Args, String> {
             return Err("no traces given and none found in shared/traces".into());
         }
     }
+    let peers = match peers {
+        Some(list) => parse_peers(Some(&list))?,
+        None => {
+            let mut all = parse_peers(None)?;
+            all.extend(SYSTEM_LIBS.iter().map(|spec| cabi::kind(spec)));
+            all
+        }
+    };
     Ok(Args {
         runs,
-        peers: parse_peers(peers.as_deref())?,
+        warmup,
+        peers,
         csv,
         svg: svg.unwrap_or_else(|| chart::default_path("replay.svg")),
         traces,
@@ -101,16 +130,19 @@ fn main() -> ExitCode {
         }
     }
     if args.csv {
-        println!("trace,allocator,ns_per_event,ratio_to_pyalloc");
+        println!("trace,allocator,ns_per_event,min,max,ratio_to_pyalloc");
     }
     // Per trace, the median ns per event of each peer, for the chart.
     let mut table: Vec<Vec<f64>> = Vec::with_capacity(traces.len());
     for trace in &traces {
         let events = trace.events.len() as f64;
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
-        for _ in 0..args.runs {
-            for (i, &kind) in peers.iter().enumerate() {
-                match with_peer(kind, Replay(trace)).expect("available peers only") {
+        for run in 0..args.warmup + args.runs {
+            for k in 0..peers.len() {
+                // Run `run` starts `run` peers along the list.
+                let i = (run + k) % peers.len();
+                match with_peer(peers[i], Replay(trace)).expect("available peers only") {
+                    Ok(_) if run < args.warmup => {}
                     Ok(ns) => times[i].push(ns / events),
                     Err(e) => {
                         eprintln!("verification failed: {e}");
@@ -119,26 +151,46 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+        let summaries: Vec<Summary> = times.iter_mut().map(|t| Summary::of(t)).collect();
+        let medians: Vec<f64> = summaries.iter().map(|s| s.median).collect();
         let base = peers
             .iter()
             .position(|&p| p == PeerKind::Pyalloc)
             .map(|i| medians[i]);
         let ratio = |m: f64| base.map_or(f64::NAN, |b| m / b);
         if args.csv {
-            for (kind, &m) in peers.iter().zip(&medians) {
-                println!("{},{},{m:.2},{:.3}", trace.name, kind.key(), ratio(m));
+            for (kind, s) in peers.iter().zip(&summaries) {
+                println!(
+                    "{},{},{:.2},{:.2},{:.2},{:.3}",
+                    trace.name,
+                    kind.key(),
+                    s.median,
+                    s.min,
+                    s.max,
+                    ratio(s.median)
+                );
             }
         } else {
             println!(
-                "\n{}: {} events, {} runs (median ns per event; ratio = peer / pyalloc)",
+                "\n{}: {} events, {} runs after {} warm-up (median ns per event, fastest..slowest \
+                 run; ratio = peer / pyalloc)",
                 trace.name,
                 trace.events.len(),
-                args.runs
+                args.runs,
+                args.warmup
             );
-            println!("  {:<28} {:>10} {:>8}", "allocator", "ns/event", "ratio");
-            for (kind, &m) in peers.iter().zip(&medians) {
-                println!("  {:<28} {m:>10.2} {:>8.2}", kind.label(), ratio(m));
+            println!(
+                "  {:<28} {:>10} {:>15} {:>8}",
+                "allocator", "ns/event", "spread", "ratio"
+            );
+            for (kind, s) in peers.iter().zip(&summaries) {
+                println!(
+                    "  {:<28} {:>10.2} {:>15} {:>8.2}",
+                    kind.label(),
+                    s.median,
+                    format!("{:.2}..{:.2}", s.min, s.max),
+                    ratio(s.median)
+                );
             }
         }
         table.push(medians);
@@ -193,10 +245,11 @@ fn chart_of(args: &Args, peers: &[PeerKind], traces: &[Trace], table: &[Vec<f64>
     Chart {
         title: "Replay of CPython allocation traces".into(),
         notes: vec![format!(
-            "median of {} run{} per trace and allocator, each on a fresh allocator; \
-             every block tagged and verified; lower is better",
+            "median of {} run{} per trace and allocator after {} warm-up, each on a fresh \
+             allocator; every block tagged and verified; lower is better",
             args.runs,
-            if args.runs == 1 { "" } else { "s" }
+            if args.runs == 1 { "" } else { "s" },
+            args.warmup
         )],
         series: peers.iter().map(|p| p.label().to_owned()).collect(),
         panels: vec![
