@@ -4,9 +4,10 @@
  * byte at each end of every block, checked on free and realloc.
  *
  *   cc -O2 -o replay_c replay_c.c -ldl -lz
- *   replay_c LIB.so TRACE.trace.gz [RUNS]
+ *   replay_c LIB.so TRACE.trace.gz [RUNS [WARMUP]]
  *
- * LIB is a path or a soname (libc.so.6 is glibc itself). Prints one line per run (ns per
+ * LIB is a path or a soname (libc.so.6 is glibc itself). WARMUP (default 1) untimed replays
+ * come first: the library's first replay faults its memory in. Prints one line per run (ns per
  * event, and the minor page faults taken inside the timed loop) and a last line
  * "median MED min MIN max MAX". Each run reuses the library's state of
  * the run before (as the Rust tool's process-wide peers do); blocks live at the end of a run
@@ -196,12 +197,15 @@ static void *sym(void *lib, const char *name, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: replay_c LIB.so TRACE.trace.gz [RUNS]\n");
+        fprintf(stderr, "usage: replay_c LIB.so TRACE.trace.gz [RUNS [WARMUP]]\n");
         return 2;
     }
     int runs = argc > 3 ? atoi(argv[3]) : 5;
     if (runs < 1)
         runs = 1;
+    int warmup = argc > 4 ? atoi(argv[4]) : 1;
+    if (warmup < 0)
+        warmup = 0;
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!lib) {
         fprintf(stderr, "replay_c: %s\n", dlerror());
@@ -216,7 +220,7 @@ int main(int argc, char **argv) {
     uint32_t ids;
     struct event *ev = load(argv[2], &n, &ids);
     double *ns = malloc(runs * sizeof *ns);
-    for (int r = 0; r < runs; r++) {
+    for (int r = -warmup; r < runs; r++) {
         /* Touched before the timing (a fresh calloc of many MiB is mapped but not faulted
          * in, and its faults would be counted against the library). */
         struct slot *slots = calloc(ids, sizeof *slots);
@@ -234,6 +238,8 @@ int main(int argc, char **argv) {
             lib_free(slots[id].ptr);
         }
         free(slots);
+        if (r < 0)
+            continue;
         ns[r] = (t1 - t0) / (double)n;
         printf("run %d %.2f ns/event %ld minor faults\n", r + 1, ns[r], faults);
     }

@@ -159,6 +159,23 @@ fn misaligned(op: &str, p: *mut u8, layout: Layout) -> Fault {
 ///
 /// Blocks still live after the last event are verified and freed outside the timing.
 pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError> {
+    replay_counted(peer, trace).map(|run| run.elapsed)
+}
+
+/// What one replay measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    /// The time of the event loop.
+    pub elapsed: Duration,
+    /// The minor page faults the process took during the event loop (the allocator faulting
+    /// its memory in; the harness's own id table is written before the timing starts).
+    pub minor_faults: u64,
+}
+
+/// [`replay`], with the minor page faults of the event loop.
+pub fn replay_counted<P: Peer>(peer: &P, trace: &Trace) -> Result<Measured, ReplayError> {
+    // `vec![EMPTY; n]` writes every slot (`Slot` is not known to be zero), so the table is
+    // faulted in here, before the timing.
     let mut slots = vec![EMPTY; trace.ids];
     let dress = |event: usize, Fault(what): Fault| ReplayError {
         trace: trace.name.clone(),
@@ -166,11 +183,13 @@ pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError>
         event,
         what,
     };
+    let faults = crate::rss::minor_faults();
     let start = Instant::now();
     // SAFETY: `run` only frees or resizes blocks it allocated on this peer, which `slots`
     // tracks by id (the trace was validated: each id is born once and dies at most once).
     let result = unsafe { run(peer, trace, &mut slots) };
     let elapsed = start.elapsed();
+    let minor_faults = crate::rss::minor_faults() - faults;
     result.map_err(|(i, fault)| dress(i + 1, fault))?;
     for (id, slot) in slots.iter().enumerate() {
         if slot.ptr.is_null() {
@@ -183,7 +202,10 @@ pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError>
             peer.free(slot.ptr, layout_of(slot.size));
         }
     }
-    Ok(elapsed)
+    Ok(Measured {
+        elapsed,
+        minor_faults,
+    })
 }
 
 /// The timed loop. On error, returns the index of the failing event.

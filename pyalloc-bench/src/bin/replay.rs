@@ -4,12 +4,15 @@
 //! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
 //! ```
 //!
-//! Each trace is read wholly into memory before any timing. Each peer first replays the trace
-//! `--warmup` times untimed (default 1: the process-wide allocators fault their memory in on
-//! their first replay, and would otherwise carry one cold run among the timed ones). Runs then
-//! interleave the peers (run 1: every peer, run 2: every peer, ...), each run starting one peer
-//! further along the list so that no peer always follows the same one, each on a fresh peer (a
-//! fresh pyalloc `Heap`). The table gives the median and the spread (fastest..slowest run).
+//! Each trace is read wholly into memory before any timing. Runs interleave the peers (run 1:
+//! every peer, run 2: every peer, ...), each round starting one peer further along the list so
+//! that no peer always follows the same one, each replay on a fresh peer (a fresh pyalloc
+//! `Heap`). Every timed replay comes right after `--warmup` untimed replays on the same
+//! allocator (default 1): a process-wide allocator idle while the other peers ran may have
+//! given its free memory back (mimalloc 3 purges pages unused for 1 s, jemalloc decays dirty
+//! pages over seconds), and would otherwise pay page faults a running program does not. The
+//! table gives the median, the spread (fastest..slowest run) and the median minor page faults
+//! of a timed replay.
 //!
 //! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
 //! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
@@ -29,7 +32,7 @@ use std::process::ExitCode;
 
 use pyalloc_bench::cabi::{self, SYSTEM_LIBS};
 use pyalloc_bench::chart::{self, Chart, Panel};
-use pyalloc_bench::replay::{replay, ReplayError, Summary};
+use pyalloc_bench::replay::{median, replay_counted, Measured, ReplayError, Summary};
 use pyalloc_bench::trace::default_traces;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor, Trace};
 
@@ -104,9 +107,9 @@ fn parse_args() -> Result<Args, String> {
 struct Replay<'t>(&'t Trace);
 
 impl PeerVisitor for Replay<'_> {
-    type Output = Result<f64, ReplayError>;
+    type Output = Result<Measured, ReplayError>;
     fn visit<P: Peer>(self, peer: &P) -> Self::Output {
-        Ok(replay(peer, self.0)?.as_secs_f64() * 1e9)
+        replay_counted(peer, self.0)
     }
 }
 
@@ -130,38 +133,45 @@ fn main() -> ExitCode {
         }
     }
     if args.csv {
-        println!("trace,allocator,ns_per_event,min,max,ratio_to_pyalloc");
+        println!("trace,allocator,ns_per_event,min,max,minor_faults,ratio_to_pyalloc");
     }
     // Per trace, the median ns per event of each peer, for the chart.
     let mut table: Vec<Vec<f64>> = Vec::with_capacity(traces.len());
     for trace in &traces {
         let events = trace.events.len() as f64;
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
-        for run in 0..args.warmup + args.runs {
+        let mut faults: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+        for run in 0..args.runs {
             for k in 0..peers.len() {
                 // Run `run` starts `run` peers along the list.
                 let i = (run + k) % peers.len();
-                match with_peer(peers[i], Replay(trace)).expect("available peers only") {
-                    Ok(_) if run < args.warmup => {}
-                    Ok(ns) => times[i].push(ns / events),
-                    Err(e) => {
-                        eprintln!("verification failed: {e}");
-                        return ExitCode::FAILURE;
+                for pass in 0..=args.warmup {
+                    match with_peer(peers[i], Replay(trace)).expect("available peers only") {
+                        Ok(_) if pass < args.warmup => {}
+                        Ok(run) => {
+                            times[i].push(run.elapsed.as_secs_f64() * 1e9 / events);
+                            faults[i].push(run.minor_faults as f64);
+                        }
+                        Err(e) => {
+                            eprintln!("verification failed: {e}");
+                            return ExitCode::FAILURE;
+                        }
                     }
                 }
             }
         }
         let summaries: Vec<Summary> = times.iter_mut().map(|t| Summary::of(t)).collect();
         let medians: Vec<f64> = summaries.iter().map(|s| s.median).collect();
+        let faults: Vec<f64> = faults.iter_mut().map(|f| median(f)).collect();
         let base = peers
             .iter()
             .position(|&p| p == PeerKind::Pyalloc)
             .map(|i| medians[i]);
         let ratio = |m: f64| base.map_or(f64::NAN, |b| m / b);
         if args.csv {
-            for (kind, s) in peers.iter().zip(&summaries) {
+            for ((kind, s), f) in peers.iter().zip(&summaries).zip(&faults) {
                 println!(
-                    "{},{},{:.2},{:.2},{:.2},{:.3}",
+                    "{},{},{:.2},{:.2},{:.2},{f},{:.3}",
                     trace.name,
                     kind.key(),
                     s.median,
@@ -173,19 +183,19 @@ fn main() -> ExitCode {
         } else {
             println!(
                 "\n{}: {} events, {} runs after {} warm-up (median ns per event, fastest..slowest \
-                 run; ratio = peer / pyalloc)",
+                 run, median minor page faults per run; ratio = peer / pyalloc)",
                 trace.name,
                 trace.events.len(),
                 args.runs,
                 args.warmup
             );
             println!(
-                "  {:<28} {:>10} {:>15} {:>8}",
-                "allocator", "ns/event", "spread", "ratio"
+                "  {:<28} {:>10} {:>15} {:>8} {:>8}",
+                "allocator", "ns/event", "spread", "faults", "ratio"
             );
-            for (kind, s) in peers.iter().zip(&summaries) {
+            for ((kind, s), f) in peers.iter().zip(&summaries).zip(&faults) {
                 println!(
-                    "  {:<28} {:>10.2} {:>15} {:>8.2}",
+                    "  {:<28} {:>10.2} {:>15} {f:>8} {:>8.2}",
                     kind.label(),
                     s.median,
                     format!("{:.2}..{:.2}", s.min, s.max),
