@@ -109,10 +109,29 @@ pub fn register(spec: &str) -> CabiId {
 /// The libraries the replay tool compares by default when they are installed: glibc (always
 /// there), and Debian's mimalloc and jemalloc (`apt-get install libmimalloc2.0 libjemalloc2`).
 pub const SYSTEM_LIBS: [&str; 3] = [
-    "glibc=libc.so.6",
+    "glibc-cabi=libc.so.6",
     "mimalloc-debian=libmimalloc.so.2",
     "jemalloc-debian=libjemalloc.so.2",
 ];
+
+/// The shared libraries this crate's build script made from the `mimalloc` crate's sources of
+/// each line (`NAME=PATH` specs; none where the build could not make them).
+pub fn built_libs() -> Vec<String> {
+    [
+        ("mimalloc-v2", option_env!("PYALLOC_BENCH_MIMALLOC_V2_SO")),
+        ("mimalloc-v3", option_env!("PYALLOC_BENCH_MIMALLOC_V3_SO")),
+    ]
+    .into_iter()
+    .filter_map(|(name, path)| Some(format!("{name}={}", path?)))
+    .collect()
+}
+
+/// Every library the replay tool compares by default: [`SYSTEM_LIBS`], then [`built_libs`].
+pub fn default_specs() -> Vec<String> {
+    let mut specs: Vec<String> = SYSTEM_LIBS.iter().map(|s| (*s).to_owned()).collect();
+    specs.extend(built_libs());
+    specs
+}
 
 /// The last `dlerror()` message.
 fn dlerror() -> String {

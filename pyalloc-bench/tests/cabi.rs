@@ -287,3 +287,34 @@ fn the_summary_gives_median_and_spread() {
         }
     );
 }
+
+#[test]
+fn every_default_library_that_loads_replays_a_trace() {
+    let trace = mixed_trace();
+    let mut replayed = Vec::new();
+    for spec in pyalloc_bench::cabi::default_specs() {
+        let kind = pyalloc_bench::cabi::kind(&spec);
+        if let Some(why) = kind.unavailable_reason() {
+            assert!(why.starts_with("skipped: "), "{spec}: {why}");
+            continue;
+        }
+        pyalloc_bench::with_peer(kind, ReplayIt(&trace)).expect("available");
+        replayed.push(kind.key());
+    }
+    assert!(replayed.contains(&"cabi:glibc-cabi"), "{replayed:?}");
+    // build.rs makes both mimalloc lines wherever it can compile the crate's sources.
+    for (name, built) in [
+        ("cabi:mimalloc-v2", option_env!("PYALLOC_BENCH_MIMALLOC_V2_SO")),
+        ("cabi:mimalloc-v3", option_env!("PYALLOC_BENCH_MIMALLOC_V3_SO")),
+    ] {
+        assert_eq!(replayed.contains(&name), built.is_some(), "{name}: {replayed:?}");
+    }
+}
+
+struct ReplayIt<'t>(&'t Trace);
+impl pyalloc_bench::PeerVisitor for ReplayIt<'_> {
+    type Output = ();
+    fn visit<P: Peer>(self, peer: &P) {
+        replay(peer, self.0).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

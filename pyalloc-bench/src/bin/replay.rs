@@ -16,9 +16,10 @@
 //!
 //! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
 //! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
-//! (`pyalloc_bench::cabi`). Without `--peers`, every in-process peer and the system libraries of
-//! `cabi::SYSTEM_LIBS` (glibc, and Debian's mimalloc and jemalloc when installed); a library
-//! that cannot be loaded is skipped with a printed line.
+//! (`pyalloc_bench::cabi`). Without `--peers`, every in-process peer and `cabi::default_specs()`:
+//! glibc, Debian's mimalloc and jemalloc when installed, and mimalloc v2 and v3 built from the
+//! `mimalloc` crate's sources by build.rs; a library that cannot be loaded is skipped with a
+//! printed line.
 //! Every block is tagged and verified (see `pyalloc_bench::replay`): a mismatch prints where
 //! it happened and exits with status 1. Without TRACE, every `*.trace.gz` of `shared/traces`.
 //!
@@ -30,7 +31,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pyalloc_bench::cabi::{self, SYSTEM_LIBS};
+use pyalloc_bench::cabi;
 use pyalloc_bench::chart::{self, Chart, Panel};
 use pyalloc_bench::replay::{median, replay_counted, Measured, ReplayError, Summary};
 use pyalloc_bench::trace::default_traces;
@@ -89,7 +90,7 @@ fn parse_args() -> Result<Args, String> {
         Some(list) => parse_peers(Some(&list))?,
         None => {
             let mut all = parse_peers(None)?;
-            all.extend(SYSTEM_LIBS.iter().map(|spec| cabi::kind(spec)));
+            all.extend(cabi::default_specs().iter().map(|spec| cabi::kind(spec)));
             all
         }
     };
