@@ -4,8 +4,8 @@
 //! | --- | --- | --- |
 //! | `pyalloc` | a fresh [`pyalloc::Heap`] through `allocator_api2::Allocator` | `Heap::trim()` |
 //! | `glibc` | `std::alloc::System` (glibc's malloc) | `malloc_trim(0)` |
-//! | `mimalloc` | `mimalloc::MiMalloc` through `GlobalAlloc`: `mi_malloc_aligned`, `mi_zalloc_aligned`, `mi_realloc_aligned`, `mi_free` (prefixed `mi_*` symbols) | `mi_collect(true)` |
-//! | `mimalloc-plain` | the same build through its unaligned entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc`, `mi_free`: what a C program calls | `mi_collect(true)` |
+//! | `mimalloc` | the `mimalloc` crate's build (mimalloc 3) through its plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc`, `mi_free`: what a C program calls (prefixed `mi_*` symbols) | `mi_collect(true)` |
+//! | `mimalloc-globalalloc` | the same build through `mimalloc::MiMalloc`'s `GlobalAlloc`: `mi_malloc_aligned`, `mi_zalloc_aligned`, `mi_realloc_aligned`, `mi_free` | `mi_collect(true)` |
 //! | `jemalloc` | `tikv_jemallocator::Jemalloc` through `GlobalAlloc` (prefixed `_rjem_*`) | tcache flush + purge of all arenas |
 //! | `pymalloc` | CPython's `PyObject_Malloc/Realloc/Free` from libpython | none (pymalloc frees empty arenas itself) |
 //! | `bumpalo` | a fresh `bumpalo::Bump`; free is a no-op (the bound) | none |
@@ -96,8 +96,8 @@ pub enum PeerKind {
     Glibc,
     /// [`MimallocPeer`].
     Mimalloc,
-    /// [`MimallocPlainPeer`].
-    MimallocPlain,
+    /// [`MimallocGlobalAllocPeer`].
+    MimallocGlobalAlloc,
     /// [`JemallocPeer`].
     Jemalloc,
     /// [`PymallocPeer`].
@@ -117,7 +117,7 @@ impl PeerKind {
         PeerKind::Pyalloc,
         PeerKind::Glibc,
         PeerKind::Mimalloc,
-        PeerKind::MimallocPlain,
+        PeerKind::MimallocGlobalAlloc,
         PeerKind::Jemalloc,
         PeerKind::Pymalloc,
         PeerKind::Bumpalo,
@@ -130,7 +130,7 @@ impl PeerKind {
             PeerKind::Pyalloc => "pyalloc",
             PeerKind::Glibc => "glibc",
             PeerKind::Mimalloc => "mimalloc",
-            PeerKind::MimallocPlain => "mimalloc-plain",
+            PeerKind::MimallocGlobalAlloc => "mimalloc-globalalloc",
             PeerKind::Jemalloc => "jemalloc",
             PeerKind::Pymalloc => "pymalloc",
             PeerKind::Bumpalo => "bumpalo",
@@ -145,7 +145,7 @@ impl PeerKind {
             PeerKind::Pyalloc => "pyalloc",
             PeerKind::Glibc => "glibc",
             PeerKind::Mimalloc => "mimalloc",
-            PeerKind::MimallocPlain => "mimalloc (plain calls)",
+            PeerKind::MimallocGlobalAlloc => "mimalloc (crate's GlobalAlloc)",
             PeerKind::Jemalloc => "jemalloc",
             PeerKind::Pymalloc => "pymalloc (CPython)",
             PeerKind::Bumpalo => "bumpalo (alloc only, bound)",
@@ -189,7 +189,7 @@ pub fn with_peer<V: PeerVisitor>(kind: PeerKind, visitor: V) -> Option<V::Output
         PeerKind::Pyalloc => visitor.visit(&PyallocPeer::new()),
         PeerKind::Glibc => visitor.visit(&GlibcPeer),
         PeerKind::Mimalloc => visitor.visit(&MimallocPeer),
-        PeerKind::MimallocPlain => visitor.visit(&MimallocPlainPeer),
+        PeerKind::MimallocGlobalAlloc => visitor.visit(&MimallocGlobalAllocPeer),
         PeerKind::Jemalloc => visitor.visit(&JemallocPeer),
         PeerKind::Pymalloc => visitor.visit(&PymallocPeer::new()?),
         PeerKind::Bumpalo => visitor.visit(&BumpaloPeer::new()),
@@ -355,29 +355,34 @@ global_alloc_peer!(
 );
 
 global_alloc_peer!(
-    /// mimalloc through the `mimalloc` crate's `GlobalAlloc` (its aligned entry points).
-    MimallocPeer,
+    /// mimalloc through the `mimalloc` crate's `GlobalAlloc`, what a Rust program with
+    /// `#[global_allocator] static A: MiMalloc` gets: `mi_malloc_aligned(size, align)` for every
+    /// request. With mimalloc 3 (the crate's default line) this path is much dearer than
+    /// [`MimallocPeer`]'s on 16-byte aligned requests whose block size is not a power of two:
+    /// when the class's page has no free block, it over-allocates from a larger class instead of
+    /// refilling the page, so such classes keep taking the generic path (README, W5).
+    MimallocGlobalAllocPeer,
     mimalloc::MiMalloc,
-    PeerKind::Mimalloc,
+    PeerKind::MimallocGlobalAlloc,
     {
         // SAFETY: `mi_collect` frees mimalloc's own unused memory; it touches no live block.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
 );
 
-/// mimalloc's plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc` and `mi_free`, on the
-/// same build as [`MimallocPeer`]: the calls a C program makes. A request aligned to at most 16
-/// bytes asks for at least 16 bytes (mimalloc's blocks are 16-byte aligned from 16 bytes up);
-/// larger alignments take the aligned entry points.
+/// mimalloc at its best: its plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc` and
+/// `mi_free`, on the `mimalloc` crate's build: the calls a C program makes. A request aligned
+/// to at most 16 bytes asks for at least 16 bytes (mimalloc's blocks are 16-byte aligned from
+/// 16 bytes up); larger alignments take the aligned entry points.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct MimallocPlainPeer;
+pub struct MimallocPeer;
 
 /// The alignment mimalloc's unaligned entry points give from 16 bytes up (`MI_MAX_ALIGN_SIZE`).
 const MI_MAX_ALIGN: usize = 16;
 
-impl Peer for MimallocPlainPeer {
+impl Peer for MimallocPeer {
     fn name(&self) -> &'static str {
-        PeerKind::MimallocPlain.label()
+        PeerKind::Mimalloc.label()
     }
 
     #[inline(always)]

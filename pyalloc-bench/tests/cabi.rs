@@ -304,10 +304,20 @@ fn every_default_library_that_loads_replays_a_trace() {
     assert!(replayed.contains(&"cabi:glibc-cabi"), "{replayed:?}");
     // build.rs makes both mimalloc lines wherever it can compile the crate's sources.
     for (name, built) in [
-        ("cabi:mimalloc-v2", option_env!("PYALLOC_BENCH_MIMALLOC_V2_SO")),
-        ("cabi:mimalloc-v3", option_env!("PYALLOC_BENCH_MIMALLOC_V3_SO")),
+        (
+            "cabi:mimalloc-v2",
+            option_env!("PYALLOC_BENCH_MIMALLOC_V2_SO"),
+        ),
+        (
+            "cabi:mimalloc-v3",
+            option_env!("PYALLOC_BENCH_MIMALLOC_V3_SO"),
+        ),
     ] {
-        assert_eq!(replayed.contains(&name), built.is_some(), "{name}: {replayed:?}");
+        assert_eq!(
+            replayed.contains(&name),
+            built.is_some(),
+            "{name}: {replayed:?}"
+        );
     }
 }
 
