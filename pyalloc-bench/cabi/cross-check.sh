@@ -9,8 +9,9 @@
 # v2 and v3 libraries build.rs makes from the `mimalloc` crate's sources, and any NAME=PATH in
 # $CABI_LIBS (space-separated), e.g. CABI_LIBS="pyalloc=target/release/libpyalloc_malloc.so".
 # Each round runs every library for 3 timed replays after 1 untimed one, so ROUNDS (default 3)
-# gives 3 × ROUNDS runs per library. With CALLGRIND=1, counts instructions per event inside
-# the replay loop instead (valgrind; one warm run per library, exact).
+# gives 3 × ROUNDS runs per library. REPLAY_CLOCK=cpu times by the thread's CPU time instead of
+# the wall clock (as `replay --clock cpu`). With CALLGRIND=1, counts instructions per event
+# inside the replay loop instead (valgrind; one warm run per library, exact).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}

@@ -12,7 +12,9 @@
 //! given its free memory back (mimalloc 3 purges pages unused for 1 s, jemalloc decays dirty
 //! pages over seconds), and would otherwise pay page faults a running program does not. The
 //! table gives the median, the spread (fastest..slowest run) and the median minor page faults
-//! of a timed replay.
+//! of a timed replay. `--clock cpu` times the replay loop by the thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`, user and system, so page faults count) instead of the wall
+//! clock: on a shared machine it leaves out the time the thread waited for a core.
 //!
 //! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
 //! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
@@ -40,18 +42,20 @@ use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, Pee
 struct Args {
     runs: usize,
     warmup: usize,
+    cpu: bool,
     peers: Vec<PeerKind>,
     csv: bool,
     svg: PathBuf,
     traces: Vec<PathBuf>,
 }
 
-const USAGE: &str =
-    "usage: replay [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]";
+const USAGE: &str = "usage: replay [--runs N] [--warmup N] [--clock wall|cpu] [--peers a,b,..] \
+                     [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
     let mut warmup = 1;
+    let mut cpu = false;
     let mut peers = None;
     let mut csv = false;
     let mut svg = None;
@@ -71,6 +75,13 @@ fn parse_args() -> Result<Args, String> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or("--warmup takes a number")?;
+            }
+            "--clock" => {
+                cpu = match args.next().as_deref() {
+                    Some("wall") => false,
+                    Some("cpu") => true,
+                    _ => return Err("--clock takes wall or cpu".into()),
+                };
             }
             "--peers" => peers = Some(args.next().ok_or("--peers takes a list")?),
             "--csv" => csv = true,
@@ -97,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         runs,
         warmup,
+        cpu,
         peers,
         csv,
         svg: svg.unwrap_or_else(|| chart::default_path("replay.svg")),
@@ -150,7 +162,8 @@ fn main() -> ExitCode {
                     match with_peer(peers[i], Replay(trace)).expect("available peers only") {
                         Ok(_) if pass < args.warmup => {}
                         Ok(run) => {
-                            times[i].push(run.elapsed.as_secs_f64() * 1e9 / events);
+                            let time = if args.cpu { run.cpu } else { run.elapsed };
+                            times[i].push(time.as_secs_f64() * 1e9 / events);
                             faults[i].push(run.minor_faults as f64);
                         }
                         Err(e) => {
@@ -183,20 +196,21 @@ fn main() -> ExitCode {
             }
         } else {
             println!(
-                "\n{}: {} events, {} runs after {} warm-up (median ns per event, fastest..slowest \
-                 run, median minor page faults per run; ratio = peer / pyalloc)",
+                "\n{}: {} events, {} runs after {} warm-up (median {} ns per event, \
+                 fastest..slowest run, median minor page faults per run; ratio = peer / pyalloc)",
                 trace.name,
                 trace.events.len(),
                 args.runs,
-                args.warmup
+                args.warmup,
+                if args.cpu { "thread CPU" } else { "wall" }
             );
             println!(
-                "  {:<28} {:>10} {:>15} {:>8} {:>8}",
+                "  {:<32} {:>10} {:>15} {:>8} {:>8}",
                 "allocator", "ns/event", "spread", "faults", "ratio"
             );
             for ((kind, s), f) in peers.iter().zip(&summaries).zip(&faults) {
                 println!(
-                    "  {:<28} {:>10.2} {:>15} {f:>8} {:>8.2}",
+                    "  {:<32} {:>10.2} {:>15} {f:>8} {:>8.2}",
                     kind.label(),
                     s.median,
                     format!("{:.2}..{:.2}", s.min, s.max),
@@ -256,11 +270,13 @@ fn chart_of(args: &Args, peers: &[PeerKind], traces: &[Trace], table: &[Vec<f64>
     Chart {
         title: "Replay of CPython allocation traces".into(),
         notes: vec![format!(
-            "median of {} run{} per trace and allocator after {} warm-up, each on a fresh \
-             allocator; every block tagged and verified; lower is better",
+            "median of {} run{} per trace and allocator, each right after {} untimed one{}, each \
+             on a fresh allocator ({} clock); every block tagged and verified; lower is better",
             args.runs,
             if args.runs == 1 { "" } else { "s" },
-            args.warmup
+            args.warmup,
+            if args.warmup == 1 { "" } else { "s" },
+            if args.cpu { "thread CPU time" } else { "wall" }
         )],
         series: peers.iter().map(|p| p.label().to_owned()).collect(),
         panels: vec![
