@@ -21,7 +21,8 @@
 //! (`pyalloc_bench::cabi`). Without `--peers`, every in-process peer and `cabi::default_specs()`:
 //! glibc, Debian's mimalloc and jemalloc when installed, and mimalloc v2 and v3 built from the
 //! `mimalloc` crate's sources by build.rs; a library that cannot be loaded is skipped with a
-//! printed line.
+//! printed line. `--add-peers` appends to that list (or to `--peers`), e.g.
+//! `--add-peers cabi:pyalloc-c=target/release/libpyalloc_malloc.so`.
 //! Every block is tagged and verified (see `pyalloc_bench::replay`): a mismatch prints where
 //! it happened and exits with status 1. Without TRACE, every `*.trace.gz` of `shared/traces`.
 //!
@@ -50,12 +51,14 @@ struct Args {
 }
 
 const USAGE: &str = "usage: replay [--runs N] [--warmup N] [--clock wall|cpu] [--peers a,b,..] \
+                     [--add-peers a,b,..] \
                      [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
     let mut warmup = 1;
     let mut cpu = false;
+    let mut added = Vec::new();
     let mut peers = None;
     let mut csv = false;
     let mut svg = None;
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
                 };
             }
             "--peers" => peers = Some(args.next().ok_or("--peers takes a list")?),
+            "--add-peers" => added.push(args.next().ok_or("--add-peers takes a list")?),
             "--csv" => csv = true,
             "--svg" => svg = Some(PathBuf::from(args.next().ok_or("--svg takes a path")?)),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -97,7 +101,7 @@ fn parse_args() -> Result<Args, String> {
             return Err("no traces given and none found in shared/traces".into());
         }
     }
-    let peers = match peers {
+    let mut peers = match peers {
         Some(list) => parse_peers(Some(&list))?,
         None => {
             let mut all = parse_peers(None)?;
@@ -105,6 +109,9 @@ fn parse_args() -> Result<Args, String> {
             all
         }
     };
+    for list in added {
+        peers.extend(parse_peers(Some(&list))?);
+    }
     Ok(Args {
         runs,
         warmup,
