@@ -22,7 +22,7 @@ n=${1:-1000000}
 shift || true
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
-  peers=(loop pyalloc pyalloc-global global-allocator glibc mimalloc jemalloc pymalloc bumpalo lifo-floor
+  peers=(loop pyalloc pyalloc-global global-allocator glibc mimalloc mimalloc-globalalloc jemalloc pymalloc bumpalo lifo-floor
          pyalloc-pooled pyalloc-poolbox bare-lifo)
 fi
 

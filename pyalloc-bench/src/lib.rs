@@ -13,6 +13,7 @@
 //! it; W8's peers are shared by threads and implement [`crossthread::ThreadedPeer`] instead. `replay` and
 //! `memory` also draw their tables as SVG bar charts ([`chart`]).
 
+pub mod cabi;
 pub mod chart;
 pub mod crossthread;
 pub mod peers;
@@ -106,7 +107,10 @@ pub fn parse_peers(list: Option<&str>) -> Result<Vec<PeerKind>, String> {
             .map(|k| {
                 PeerKind::from_key(k).ok_or_else(|| {
                     let keys: Vec<_> = PeerKind::ALL.iter().map(|p| p.key()).collect();
-                    format!("unknown peer {k:?}: one of {}", keys.join(", "))
+                    format!(
+                        "unknown peer {k:?}: one of {}, or cabi:NAME=PATH (a shared library)",
+                        keys.join(", ")
+                    )
                 })
             })
             .collect(),

@@ -4,11 +4,13 @@
 //! | --- | --- | --- |
 //! | `pyalloc` | a fresh [`pyalloc::Heap`] through `allocator_api2::Allocator` | `Heap::trim()` |
 //! | `glibc` | `std::alloc::System` (glibc's malloc) | `malloc_trim(0)` |
-//! | `mimalloc` | `mimalloc::MiMalloc` through `GlobalAlloc` (prefixed `mi_*` symbols) | `mi_collect(true)` |
+//! | `mimalloc` | the `mimalloc` crate's build (mimalloc 3) through its plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc`, `mi_free`: what a C program calls (prefixed `mi_*` symbols) | `mi_collect(true)` |
+//! | `mimalloc-globalalloc` | the same build through `mimalloc::MiMalloc`'s `GlobalAlloc`: `mi_malloc_aligned`, `mi_zalloc_aligned`, `mi_realloc_aligned`, `mi_free` | `mi_collect(true)` |
 //! | `jemalloc` | `tikv_jemallocator::Jemalloc` through `GlobalAlloc` (prefixed `_rjem_*`) | tcache flush + purge of all arenas |
 //! | `pymalloc` | CPython's `PyObject_Malloc/Realloc/Free` from libpython | none (pymalloc frees empty arenas itself) |
 //! | `bumpalo` | a fresh `bumpalo::Bump`; free is a no-op (the bound) | none |
 //! | `lifo-floor` | one bare LIFO list per 16-byte class, carved from 256 KiB chunks, no pools | none |
+//! | `cabi:NAME` | any malloc-compatible shared library, through `malloc`/`calloc`/`realloc`/`free` function pointers ([`crate::cabi`]) | `malloc_trim(0)` or `mi_collect(true)` when it has them |
 //!
 //! None of them is the process's `#[global_allocator]`, and mimalloc and jemalloc keep their
 //! prefixed symbols, so `glibc` really is glibc.
@@ -22,6 +24,8 @@ use core::ptr::{self, NonNull};
 use std::alloc::System;
 
 use pyalloc::{Allocator, Heap};
+
+use crate::cabi::{CabiId, CabiPeer};
 
 /// An allocator under measurement, called in-process.
 ///
@@ -92,6 +96,8 @@ pub enum PeerKind {
     Glibc,
     /// [`MimallocPeer`].
     Mimalloc,
+    /// [`MimallocGlobalAllocPeer`].
+    MimallocGlobalAlloc,
     /// [`JemallocPeer`].
     Jemalloc,
     /// [`PymallocPeer`].
@@ -100,14 +106,18 @@ pub enum PeerKind {
     Bumpalo,
     /// [`LifoFloorPeer`].
     LifoFloor,
+    /// [`CabiPeer`]: a shared library loaded by [`crate::cabi::register`]. Not in
+    /// [`ALL`](Self::ALL); named on the command line as `cabi:NAME=PATH`.
+    Cabi(CabiId),
 }
 
 impl PeerKind {
     /// Every peer, pyalloc first.
-    pub const ALL: [PeerKind; 7] = [
+    pub const ALL: [PeerKind; 8] = [
         PeerKind::Pyalloc,
         PeerKind::Glibc,
         PeerKind::Mimalloc,
+        PeerKind::MimallocGlobalAlloc,
         PeerKind::Jemalloc,
         PeerKind::Pymalloc,
         PeerKind::Bumpalo,
@@ -120,10 +130,12 @@ impl PeerKind {
             PeerKind::Pyalloc => "pyalloc",
             PeerKind::Glibc => "glibc",
             PeerKind::Mimalloc => "mimalloc",
+            PeerKind::MimallocGlobalAlloc => "mimalloc-globalalloc",
             PeerKind::Jemalloc => "jemalloc",
             PeerKind::Pymalloc => "pymalloc",
             PeerKind::Bumpalo => "bumpalo",
             PeerKind::LifoFloor => "lifo-floor",
+            PeerKind::Cabi(id) => id.lib().key,
         }
     }
 
@@ -133,15 +145,21 @@ impl PeerKind {
             PeerKind::Pyalloc => "pyalloc",
             PeerKind::Glibc => "glibc",
             PeerKind::Mimalloc => "mimalloc",
+            PeerKind::MimallocGlobalAlloc => "mimalloc (crate's GlobalAlloc)",
             PeerKind::Jemalloc => "jemalloc",
             PeerKind::Pymalloc => "pymalloc (CPython)",
             PeerKind::Bumpalo => "bumpalo (alloc only, bound)",
             PeerKind::LifoFloor => "lifo-floor",
+            PeerKind::Cabi(id) => id.lib().name,
         }
     }
 
-    /// The peer named by a command-line key.
+    /// The peer named by a command-line key: one of [`ALL`](Self::ALL), or
+    /// `cabi:NAME=PATH` / `cabi:PATH`, which loads the library ([`crate::cabi::register`]).
     pub fn from_key(key: &str) -> Option<PeerKind> {
+        if let Some(spec) = key.strip_prefix("cabi:") {
+            return (!spec.is_empty()).then(|| crate::cabi::kind(spec));
+        }
         PeerKind::ALL.into_iter().find(|k| k.key() == key)
     }
 
@@ -149,6 +167,7 @@ impl PeerKind {
     pub fn available(self) -> bool {
         match self {
             PeerKind::Pymalloc => PymallocPeer::available(),
+            PeerKind::Cabi(id) => id.lib().unavailable_reason().is_none(),
             _ => true,
         }
     }
@@ -157,6 +176,7 @@ impl PeerKind {
     pub fn unavailable_reason(self) -> Option<&'static str> {
         (!self.available()).then_some(match self {
             PeerKind::Pymalloc => PymallocPeer::UNAVAILABLE,
+            PeerKind::Cabi(id) => id.lib().unavailable_reason().unwrap_or("unavailable"),
             _ => "unavailable",
         })
     }
@@ -169,10 +189,12 @@ pub fn with_peer<V: PeerVisitor>(kind: PeerKind, visitor: V) -> Option<V::Output
         PeerKind::Pyalloc => visitor.visit(&PyallocPeer::new()),
         PeerKind::Glibc => visitor.visit(&GlibcPeer),
         PeerKind::Mimalloc => visitor.visit(&MimallocPeer),
+        PeerKind::MimallocGlobalAlloc => visitor.visit(&MimallocGlobalAllocPeer),
         PeerKind::Jemalloc => visitor.visit(&JemallocPeer),
         PeerKind::Pymalloc => visitor.visit(&PymallocPeer::new()?),
         PeerKind::Bumpalo => visitor.visit(&BumpaloPeer::new()),
         PeerKind::LifoFloor => visitor.visit(&LifoFloorPeer::new()),
+        PeerKind::Cabi(id) => visitor.visit(&CabiPeer::new(id)?),
     })
 }
 
@@ -182,7 +204,7 @@ pub fn with_peer<V: PeerVisitor>(kind: PeerKind, visitor: V) -> Option<V::Output
 /// # Safety
 ///
 /// As [`Peer::realloc`].
-unsafe fn realloc_by_copy<P: Peer + ?Sized>(
+pub(crate) unsafe fn realloc_by_copy<P: Peer + ?Sized>(
     peer: &P,
     ptr: *mut u8,
     old: Layout,
@@ -333,15 +355,81 @@ global_alloc_peer!(
 );
 
 global_alloc_peer!(
-    /// mimalloc through the `mimalloc` crate's `GlobalAlloc` (its aligned entry points).
-    MimallocPeer,
+    /// mimalloc through the `mimalloc` crate's `GlobalAlloc`, what a Rust program with
+    /// `#[global_allocator] static A: MiMalloc` gets: `mi_malloc_aligned(size, align)` for every
+    /// request. With mimalloc 3 (the crate's default line) this path is much dearer than
+    /// [`MimallocPeer`]'s on 16-byte aligned requests whose block size is not a power of two:
+    /// when the class's page has no free block, it over-allocates from a larger class instead of
+    /// refilling the page, so such classes keep taking the generic path (README, W5).
+    MimallocGlobalAllocPeer,
     mimalloc::MiMalloc,
-    PeerKind::Mimalloc,
+    PeerKind::MimallocGlobalAlloc,
     {
         // SAFETY: `mi_collect` frees mimalloc's own unused memory; it touches no live block.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
 );
+
+/// mimalloc at its best: its plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc` and
+/// `mi_free`, on the `mimalloc` crate's build: the calls a C program makes. A request aligned
+/// to at most 16 bytes asks for at least 16 bytes (mimalloc's blocks are 16-byte aligned from
+/// 16 bytes up); larger alignments take the aligned entry points.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MimallocPeer;
+
+/// The alignment mimalloc's unaligned entry points give from 16 bytes up (`MI_MAX_ALIGN_SIZE`).
+const MI_MAX_ALIGN: usize = 16;
+
+impl Peer for MimallocPeer {
+    fn name(&self) -> &'static str {
+        PeerKind::Mimalloc.label()
+    }
+
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MI_MAX_ALIGN {
+            // SAFETY: `mi_malloc` takes any size.
+            unsafe { libmimalloc_sys::mi_malloc(layout.size().max(MI_MAX_ALIGN)).cast() }
+        } else {
+            // SAFETY: `layout.size() != 0` (caller's contract).
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MI_MAX_ALIGN {
+            // SAFETY: `mi_zalloc` takes any size.
+            unsafe { libmimalloc_sys::mi_zalloc(layout.size().max(MI_MAX_ALIGN)).cast() }
+        } else {
+            // SAFETY: `layout.size() != 0` (caller's contract).
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: `ptr` came from this mimalloc and is live (caller's contract); `mi_free`
+        // frees blocks of the aligned entry points too.
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn realloc(&self, ptr: *mut u8, old: Layout, new_size: usize) -> *mut u8 {
+        if old.align() <= MI_MAX_ALIGN {
+            // SAFETY: `ptr` came from this mimalloc and is live (caller's contract).
+            unsafe { libmimalloc_sys::mi_realloc(ptr.cast(), new_size.max(MI_MAX_ALIGN)).cast() }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { mimalloc::MiMalloc.realloc(ptr, old, new_size) }
+        }
+    }
+
+    fn release(&self) {
+        // SAFETY: `mi_collect` frees mimalloc's own unused memory; it touches no live block.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
 
 global_alloc_peer!(
     /// jemalloc through `tikv_jemallocator::Jemalloc` (prefixed symbols).

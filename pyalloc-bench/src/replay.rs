@@ -130,11 +130,56 @@ fn failed(op: &str, size: u32) -> Fault {
     Fault(format!("{op} of {size} B returned null"))
 }
 
+/// Checks that a fresh block is neither null nor misaligned for `layout` (CPython's callers
+/// rely on 16 bytes, and the C-ABI peers get it from `malloc` only for requests of 16 bytes
+/// and up).
+#[inline(always)]
+fn fresh(op: &str, p: *mut u8, layout: Layout, size: u32) -> Result<*mut u8, Fault> {
+    if p.is_null() {
+        return Err(failed(op, size));
+    }
+    if p as usize & (layout.align() - 1) != 0 {
+        return Err(misaligned(op, p, layout));
+    }
+    Ok(p)
+}
+
+#[cold]
+#[inline(never)]
+fn misaligned(op: &str, p: *mut u8, layout: Layout) -> Fault {
+    Fault(format!(
+        "{op} of {} B returned {p:p}, not aligned to {}",
+        layout.size(),
+        layout.align()
+    ))
+}
+
 /// One replay of `trace` on `peer`: returns the time of the event loop. The peer should be
 /// fresh (or at least hold no block of an earlier replay under the same ids).
 ///
 /// Blocks still live after the last event are verified and freed outside the timing.
 pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError> {
+    replay_counted(peer, trace).map(|run| run.elapsed)
+}
+
+/// What one replay measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    /// The time of the event loop.
+    pub elapsed: Duration,
+    /// The CPU time this thread spent in the event loop, user and system
+    /// (`CLOCK_THREAD_CPUTIME_ID`): unlike `elapsed`, it leaves out the time the thread waited
+    /// for a core, which on a loaded machine is most of the noise. Page faults are still in it.
+    pub cpu: Duration,
+    /// The minor page faults the process took during the event loop (the allocator faulting
+    /// its memory in; the harness's own id table is written before the timing starts).
+    pub minor_faults: u64,
+}
+
+/// [`replay`], with the minor page faults of the event loop.
+pub fn replay_counted<P: Peer>(peer: &P, trace: &Trace) -> Result<Measured, ReplayError> {
+    // `vec![EMPTY; n]` writes every slot (`Slot` is not known to be zero), so the table is
+    // faulted in here, before the timing.
     let mut slots = vec![EMPTY; trace.ids];
     let dress = |event: usize, Fault(what): Fault| ReplayError {
         trace: trace.name.clone(),
@@ -142,11 +187,15 @@ pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError>
         event,
         what,
     };
+    let faults = crate::rss::minor_faults();
+    let cpu_start = thread_cpu_time();
     let start = Instant::now();
     // SAFETY: `run` only frees or resizes blocks it allocated on this peer, which `slots`
     // tracks by id (the trace was validated: each id is born once and dies at most once).
     let result = unsafe { run(peer, trace, &mut slots) };
     let elapsed = start.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu_start);
+    let minor_faults = crate::rss::minor_faults() - faults;
     result.map_err(|(i, fault)| dress(i + 1, fault))?;
     for (id, slot) in slots.iter().enumerate() {
         if slot.ptr.is_null() {
@@ -159,7 +208,27 @@ pub fn replay<P: Peer>(peer: &P, trace: &Trace) -> Result<Duration, ReplayError>
             peer.free(slot.ptr, layout_of(slot.size));
         }
     }
-    Ok(elapsed)
+    Ok(Measured {
+        elapsed,
+        cpu,
+        minor_faults,
+    })
+}
+
+/// The CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`); zero if the clock fails.
+pub fn thread_cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The timed loop. On error, returns the index of the failing event.
@@ -177,9 +246,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
             Op::Alloc => {
                 // SAFETY: `layout.size() >= 1`.
                 let p = unsafe { peer.alloc(layout) };
-                if p.is_null() {
-                    return Err((i, failed("alloc", e.size)));
-                }
+                let p = fresh("alloc", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a fresh block of `len` bytes.
                 unsafe { tag(p, len, e.id) };
                 slots[e.id as usize] = Slot {
@@ -190,9 +257,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
             Op::AllocZeroed => {
                 // SAFETY: `layout.size() >= 1`.
                 let p = unsafe { peer.alloc_zeroed(layout) };
-                if p.is_null() {
-                    return Err((i, failed("alloc_zeroed", e.size)));
-                }
+                let p = fresh("alloc_zeroed", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a fresh block of `len` bytes.
                 let (first, last) = unsafe { (p.read(), p.add(len - 1).read()) };
                 if first != 0 || last != 0 {
@@ -217,9 +282,7 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
                 unsafe { verify(old.ptr, old_len, e.id) }.map_err(|f| (i, f))?;
                 // SAFETY: as above; `len >= 1`; the old pointer is dropped on success.
                 let p = unsafe { peer.realloc(old.ptr, old_layout, len) };
-                if p.is_null() {
-                    return Err((i, failed("realloc", e.size)));
-                }
+                let p = fresh("realloc", p, layout, e.size).map_err(|f| (i, f))?;
                 // SAFETY: `p` is a live block of `len` bytes holding the old block's first
                 // `min(old_len, len)` bytes.
                 let (first, kept_last) = unsafe { (p.read(), p.add(old_len.min(len) - 1).read()) };
@@ -257,7 +320,31 @@ unsafe fn run<P: Peer>(peer: &P, trace: &Trace, slots: &mut [Slot]) -> Result<()
     Ok(())
 }
 
-/// The median of `values` (mean of the middle two for an even count); 0 when empty.
+/// The median and the spread of a peer's runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// The median.
+    pub median: f64,
+    /// The fastest run.
+    pub min: f64,
+    /// The slowest run.
+    pub max: f64,
+}
+
+impl Summary {
+    /// The summary of `values` (all zero when empty).
+    pub fn of(values: &mut [f64]) -> Self {
+        let median = median(values);
+        Summary {
+            median,
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count); 0 when empty. Sorts
+/// `values`.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return 0.0;

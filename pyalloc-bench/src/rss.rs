@@ -1,4 +1,4 @@
-//! Resident set size from `/proc/self/statm`.
+//! Resident set size from `/proc/self/statm`, and the process's minor page faults.
 
 /// The process's resident set size in bytes (`/proc/self/statm`, second field × page size);
 /// 0 where the file cannot be read.
@@ -14,4 +14,15 @@ pub fn rss_bytes() -> usize {
     // SAFETY: `sysconf` only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * usize::try_from(page).unwrap_or(4096)
+}
+
+/// The minor page faults the process has taken so far (`getrusage`), 0 if it fails.
+pub fn minor_faults() -> u64 {
+    // SAFETY: `rusage` is plain data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `usage` is a valid out-parameter.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_minflt).unwrap_or(0)
 }

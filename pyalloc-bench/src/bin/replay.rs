@@ -1,11 +1,28 @@
 //! W5: replays CPython allocation traces on every peer and prints the median ns per event.
 //!
 //! ```text
-//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
+//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
 //! ```
 //!
 //! Each trace is read wholly into memory before any timing. Runs interleave the peers (run 1:
-//! every peer, run 2: every peer, ...), each run on a fresh peer (a fresh pyalloc `Heap`).
+//! every peer, run 2: every peer, ...), each round starting one peer further along the list so
+//! that no peer always follows the same one, each replay on a fresh peer (a fresh pyalloc
+//! `Heap`). Every timed replay comes right after `--warmup` untimed replays on the same
+//! allocator (default 1): a process-wide allocator idle while the other peers ran may have
+//! given its free memory back (mimalloc 3 purges pages unused for 1 s, jemalloc decays dirty
+//! pages over seconds), and would otherwise pay page faults a running program does not. The
+//! table gives the median, the spread (fastest..slowest run) and the median minor page faults
+//! of a timed replay. `--clock cpu` times the replay loop by the thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`, user and system, so page faults count) instead of the wall
+//! clock: on a shared machine it leaves out the time the thread waited for a core.
+//!
+//! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
+//! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
+//! (`pyalloc_bench::cabi`). Without `--peers`, every in-process peer and `cabi::default_specs()`:
+//! glibc, Debian's mimalloc and jemalloc when installed, and mimalloc v2 and v3 built from the
+//! `mimalloc` crate's sources by build.rs; a library that cannot be loaded is skipped with a
+//! printed line. `--add-peers` appends to that list (or to `--peers`), e.g.
+//! `--add-peers cabi:pyalloc-c=target/release/libpyalloc_malloc.so`.
 //! Every block is tagged and verified (see `pyalloc_bench::replay`): a mismatch prints where
 //! it happened and exits with status 1. Without TRACE, every `*.trace.gz` of `shared/traces`.
 //!
@@ -17,23 +34,31 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use pyalloc_bench::cabi;
 use pyalloc_bench::chart::{self, Chart, Panel};
-use pyalloc_bench::replay::{median, replay, ReplayError};
+use pyalloc_bench::replay::{median, replay_counted, Measured, ReplayError, Summary};
 use pyalloc_bench::trace::default_traces;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor, Trace};
 
 struct Args {
     runs: usize,
+    warmup: usize,
+    cpu: bool,
     peers: Vec<PeerKind>,
     csv: bool,
     svg: PathBuf,
     traces: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: replay [--runs N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]";
+const USAGE: &str = "usage: replay [--runs N] [--warmup N] [--clock wall|cpu] [--peers a,b,..] \
+                     [--add-peers a,b,..] \
+                     [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
+    let mut warmup = 1;
+    let mut cpu = false;
+    let mut added = Vec::new();
     let mut peers = None;
     let mut csv = false;
     let mut svg = None;
@@ -48,7 +73,21 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--runs takes a positive number")?;
             }
+            "--warmup" => {
+                warmup = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--warmup takes a number")?;
+            }
+            "--clock" => {
+                cpu = match args.next().as_deref() {
+                    Some("wall") => false,
+                    Some("cpu") => true,
+                    _ => return Err("--clock takes wall or cpu".into()),
+                };
+            }
             "--peers" => peers = Some(args.next().ok_or("--peers takes a list")?),
+            "--add-peers" => added.push(args.next().ok_or("--add-peers takes a list")?),
             "--csv" => csv = true,
             "--svg" => svg = Some(PathBuf::from(args.next().ok_or("--svg takes a path")?)),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -62,9 +101,22 @@ fn parse_args() -> Result<Args, String> {
             return Err("no traces given and none found in shared/traces".into());
         }
     }
+    let mut peers = match peers {
+        Some(list) => parse_peers(Some(&list))?,
+        None => {
+            let mut all = parse_peers(None)?;
+            all.extend(cabi::default_specs().iter().map(|spec| cabi::kind(spec)));
+            all
+        }
+    };
+    for list in added {
+        peers.extend(parse_peers(Some(&list))?);
+    }
     Ok(Args {
         runs,
-        peers: parse_peers(peers.as_deref())?,
+        warmup,
+        cpu,
+        peers,
         csv,
         svg: svg.unwrap_or_else(|| chart::default_path("replay.svg")),
         traces,
@@ -75,9 +127,9 @@ fn parse_args() -> Result<Args, String> {
 struct Replay<'t>(&'t Trace);
 
 impl PeerVisitor for Replay<'_> {
-    type Output = Result<f64, ReplayError>;
+    type Output = Result<Measured, ReplayError>;
     fn visit<P: Peer>(self, peer: &P) -> Self::Output {
-        Ok(replay(peer, self.0)?.as_secs_f64() * 1e9)
+        replay_counted(peer, self.0)
     }
 }
 
@@ -101,44 +153,76 @@ fn main() -> ExitCode {
         }
     }
     if args.csv {
-        println!("trace,allocator,ns_per_event,ratio_to_pyalloc");
+        println!("trace,allocator,ns_per_event,min,max,minor_faults,ratio_to_pyalloc");
     }
     // Per trace, the median ns per event of each peer, for the chart.
     let mut table: Vec<Vec<f64>> = Vec::with_capacity(traces.len());
     for trace in &traces {
         let events = trace.events.len() as f64;
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
-        for _ in 0..args.runs {
-            for (i, &kind) in peers.iter().enumerate() {
-                match with_peer(kind, Replay(trace)).expect("available peers only") {
-                    Ok(ns) => times[i].push(ns / events),
-                    Err(e) => {
-                        eprintln!("verification failed: {e}");
-                        return ExitCode::FAILURE;
+        let mut faults: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+        for run in 0..args.runs {
+            for k in 0..peers.len() {
+                // Run `run` starts `run` peers along the list.
+                let i = (run + k) % peers.len();
+                for pass in 0..=args.warmup {
+                    match with_peer(peers[i], Replay(trace)).expect("available peers only") {
+                        Ok(_) if pass < args.warmup => {}
+                        Ok(run) => {
+                            let time = if args.cpu { run.cpu } else { run.elapsed };
+                            times[i].push(time.as_secs_f64() * 1e9 / events);
+                            faults[i].push(run.minor_faults as f64);
+                        }
+                        Err(e) => {
+                            eprintln!("verification failed: {e}");
+                            return ExitCode::FAILURE;
+                        }
                     }
                 }
             }
         }
-        let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+        let summaries: Vec<Summary> = times.iter_mut().map(|t| Summary::of(t)).collect();
+        let medians: Vec<f64> = summaries.iter().map(|s| s.median).collect();
+        let faults: Vec<f64> = faults.iter_mut().map(|f| median(f)).collect();
         let base = peers
             .iter()
             .position(|&p| p == PeerKind::Pyalloc)
             .map(|i| medians[i]);
         let ratio = |m: f64| base.map_or(f64::NAN, |b| m / b);
         if args.csv {
-            for (kind, &m) in peers.iter().zip(&medians) {
-                println!("{},{},{m:.2},{:.3}", trace.name, kind.key(), ratio(m));
+            for ((kind, s), f) in peers.iter().zip(&summaries).zip(&faults) {
+                println!(
+                    "{},{},{:.2},{:.2},{:.2},{f},{:.3}",
+                    trace.name,
+                    kind.key(),
+                    s.median,
+                    s.min,
+                    s.max,
+                    ratio(s.median)
+                );
             }
         } else {
             println!(
-                "\n{}: {} events, {} runs (median ns per event; ratio = peer / pyalloc)",
+                "\n{}: {} events, {} runs after {} warm-up (median {} ns per event, \
+                 fastest..slowest run, median minor page faults per run; ratio = peer / pyalloc)",
                 trace.name,
                 trace.events.len(),
-                args.runs
+                args.runs,
+                args.warmup,
+                if args.cpu { "thread CPU" } else { "wall" }
             );
-            println!("  {:<28} {:>10} {:>8}", "allocator", "ns/event", "ratio");
-            for (kind, &m) in peers.iter().zip(&medians) {
-                println!("  {:<28} {m:>10.2} {:>8.2}", kind.label(), ratio(m));
+            println!(
+                "  {:<32} {:>10} {:>15} {:>8} {:>8}",
+                "allocator", "ns/event", "spread", "faults", "ratio"
+            );
+            for ((kind, s), f) in peers.iter().zip(&summaries).zip(&faults) {
+                println!(
+                    "  {:<32} {:>10.2} {:>15} {f:>8} {:>8.2}",
+                    kind.label(),
+                    s.median,
+                    format!("{:.2}..{:.2}", s.min, s.max),
+                    ratio(s.median)
+                );
             }
         }
         table.push(medians);
@@ -193,10 +277,13 @@ fn chart_of(args: &Args, peers: &[PeerKind], traces: &[Trace], table: &[Vec<f64>
     Chart {
         title: "Replay of CPython allocation traces".into(),
         notes: vec![format!(
-            "median of {} run{} per trace and allocator, each on a fresh allocator; \
-             every block tagged and verified; lower is better",
+            "median of {} run{} per trace and allocator, each right after {} untimed one{}, each \
+             on a fresh allocator ({} clock); every block tagged and verified; lower is better",
             args.runs,
-            if args.runs == 1 { "" } else { "s" }
+            if args.runs == 1 { "" } else { "s" },
+            args.warmup,
+            if args.warmup == 1 { "" } else { "s" },
+            if args.cpu { "thread CPU time" } else { "wall" }
         )],
         series: peers.iter().map(|p| p.label().to_owned()).collect(),
         panels: vec![
