@@ -205,8 +205,8 @@ impl<'h> Memory<'h> {
 }
 
 /// The allocator handle that container objects (list items, dict tables) keep for their
-/// storage: the heap, `Global` when `None`, or (feature `mimalloc`) [`MiAlloc`] when
-/// [`Mem::MIMALLOC`].
+/// storage: the heap, `Global` when `None`, or (feature `mimalloc`) `MiAlloc` when
+/// `Mem::MIMALLOC`.
 ///
 /// It erases the heap's lifetime so that object types need no lifetime parameter. Sound
 /// because a `Mem` only exists inside objects of a [`Runtime`](super::Runtime), which borrows
