@@ -1,18 +1,21 @@
 //! minipy: a miniature Python object model on pyalloc, and four pyperformance-style workloads
-//! that compare pyalloc with the system allocator under it.
+//! that compare pyalloc with the system allocator (and, with the `mimalloc` feature, mimalloc)
+//! under it.
 //!
 //! The object model ([`model`]) is CPython's in miniature: `int` (with the shared small ints
 //! -5..=256), `float`, `str`, `tuple`, `list` and `dict` (compact and ordered), each object
 //! starting with a reference count that `incref`/`decref` maintain and that deallocates the
 //! object at zero. Objects come from a [`Memory`] backend: pyalloc with CPython's free lists
 //! (float 100, list 80, dict 80, tuple 2000 per length 1..=20), pyalloc with every free list
-//! off, or the system allocator; the runtime code is the same in the three modes.
+//! off, the system allocator, or mimalloc (feature `mimalloc`, which compiles it from C); the
+//! runtime code is the same in every mode.
 //!
 //! ```text
 //! cargo run --release -p minipy                         # every workload, every mode, a table
 //! cargo run --release -p minipy -- nqueens --runs 9     # one workload, every mode, 9 runs
 //! cargo run --release -p minipy -- float --mode system --size 2
 //! cargo run --release -p minipy -- --help
+//! cargo run --release -p minipy --features mimalloc    # and mode mimalloc
 //! ```
 //!
 //! Each mode runs each workload `--runs` times (5 by default), the modes taking turns run by
@@ -45,17 +48,44 @@ enum Mode {
     NoFreeList,
     /// The system allocator (glibc `malloc` through `allocator_api2::alloc::Global`).
     System,
+    /// mimalloc (`mi_malloc_small`/`mi_malloc`/`mi_free`), when built with the `mimalloc` feature.
+    Mimalloc,
 }
 
+/// How to build and run mode mimalloc, for the messages that refuse or skip it.
+const MIMALLOC_COMMAND: &str =
+    "cargo run --release -p minipy --features mimalloc -- --mode mimalloc";
+
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Pyalloc, Mode::NoFreeList, Mode::System];
+    const ALL: [Mode; 4] = [
+        Mode::Pyalloc,
+        Mode::NoFreeList,
+        Mode::System,
+        Mode::Mimalloc,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Mode::Pyalloc => "pyalloc",
             Mode::NoFreeList => "nofreelist",
             Mode::System => "system",
+            Mode::Mimalloc => "mimalloc",
         }
+    }
+
+    /// Whether this build can run the mode (mimalloc needs its feature).
+    fn available(self) -> bool {
+        self != Mode::Mimalloc || cfg!(feature = "mimalloc")
+    }
+
+    /// Why this build cannot run the mode, when it cannot.
+    fn unavailable_reason(self) -> Option<String> {
+        (!self.available()).then(|| {
+            format!(
+                "mode {} needs minipy built with the `mimalloc` feature: {MIMALLOC_COMMAND}",
+                self.name()
+            )
+        })
     }
 
     fn parse(s: &str) -> Option<Mode> {
@@ -70,7 +100,18 @@ impl Mode {
                 Heap::with_config(HeapConfig::new().free_lists(false))
                     .expect("a valid configuration"),
             ),
-            Mode::System => None,
+            Mode::System | Mode::Mimalloc => None,
+        }
+    }
+
+    /// The memory backend of a run in this mode, on `heap` (from [`fresh_heap`](Self::fresh_heap)).
+    fn memory(self, heap: Option<&Heap>) -> Memory<'_> {
+        match (self, heap) {
+            (Mode::Pyalloc | Mode::NoFreeList, Some(heap)) => Memory::Pyalloc(heap),
+            #[cfg(feature = "mimalloc")]
+            (Mode::Mimalloc, None) => Memory::Mimalloc,
+            (Mode::System, None) => Memory::System,
+            (mode, _) => unreachable!("mode {} with heap {heap:?}", mode.name()),
         }
     }
 }
@@ -114,9 +155,9 @@ impl Run {
     }
 }
 
-/// Runs `w` with `size` in `mode` on `heap` (a fresh one, `None` in mode system), timing the
-/// runtime's whole life (its creation, the workload, and the freeing of everything). A
-/// problem with the heap afterwards (a block still live, a broken invariant) goes to
+/// Runs `w` with `size` in `mode` on `heap` (a fresh one, `None` in modes system and mimalloc),
+/// timing the runtime's whole life (its creation, the workload, and the freeing of everything).
+/// A problem with the heap afterwards (a block still live, a broken invariant) goes to
 /// `failures`.
 fn run_once(
     w: &Workload,
@@ -127,7 +168,7 @@ fn run_once(
 ) -> Run {
     let before = heap.map(FreeListSnapshot::of);
     let live_before = heap.map(|h| live_blocks(&h.stats()));
-    let mem = heap.map_or(Memory::System, Memory::Pyalloc);
+    let mem = mode.memory(heap);
     let (start, start_cpu) = (Instant::now(), cpu_time());
     let result = {
         let rt = Runtime::new(mem);
@@ -222,10 +263,10 @@ impl Row {
             .map(|(_, r)| r.as_slice())
     }
 
-    /// Per run, `mode`'s time divided by mode system's (the two ran one after the other).
-    fn ratios_to_system(&self, mode: Mode) -> Option<Vec<f64>> {
+    /// Per run, `mode`'s time divided by mode `base`'s (the two ran one after the other).
+    fn ratios_to(&self, mode: Mode, base: Mode) -> Option<Vec<f64>> {
         let runs = self.runs(mode)?;
-        let system = self.runs(Mode::System)?;
+        let system = self.runs(base)?;
         let ratios: Vec<f64> = runs
             .iter()
             .zip(system)
@@ -271,35 +312,50 @@ impl Row {
     }
 }
 
+/// `mode`'s time relative to `base`'s in `row`: the median ratio and its spread, blank for
+/// `base` itself or when either did not run.
+fn ratio_cells(row: &Row, mode: Mode, base: Mode) -> (String, String) {
+    match row.ratios_to(mode, base) {
+        Some(r) if mode != base => {
+            let (m, lo, hi) = spread(&r);
+            (format!("{m:.2}"), format!("{lo:.2}-{hi:.2}"))
+        }
+        _ => ("-".into(), "".into()),
+    }
+}
+
 /// Prints the table: per workload and mode, the median time of its runs with their spread,
-/// and the ratio to the system allocator.
+/// and the ratio to the system allocator (and to mimalloc, when it ran).
 fn print_table(rows: &[Row]) {
-    println!(
+    let with_mimalloc = rows.iter().any(|r| r.runs(Mode::Mimalloc).is_some());
+    let mut head = format!(
         "{:<11} {:>5} {:<11} {:>9} {:>15} {:>10} {:>11}",
         "workload", "size", "mode", "median s", "min-max s", "vs system", "min-max"
     );
-    println!("{}", "-".repeat(77));
+    if with_mimalloc {
+        head += &format!(" {:>11} {:>11}", "vs mimalloc", "min-max");
+    }
+    println!("{head}");
+    println!("{}", "-".repeat(head.len()));
     for row in rows {
         for (i, (mode, runs)) in row.modes.iter().enumerate() {
             let secs: Vec<f64> = runs.iter().map(Run::secs).collect();
             let (median, min, max) = spread(&secs);
-            let (ratio, ratio_spread) = match row.ratios_to_system(*mode) {
-                Some(r) if *mode != Mode::System => {
-                    let (m, lo, hi) = spread(&r);
-                    (format!("{m:.2}"), format!("{lo:.2}-{hi:.2}"))
-                }
-                _ => ("-".into(), "".into()),
-            };
+            let (ratio, ratio_spread) = ratio_cells(row, *mode, Mode::System);
             let (name, size) = if i == 0 {
                 (row.workload.name, row.size.to_string())
             } else {
                 ("", String::new())
             };
-            let line = format!(
+            let mut line = format!(
                 "{name:<11} {size:>5} {:<11} {median:>9.3} {:>15} {ratio:>10} {ratio_spread:>11}",
                 mode.name(),
                 format!("{min:.3}-{max:.3}"),
             );
+            if with_mimalloc {
+                let (ratio, ratio_spread) = ratio_cells(row, *mode, Mode::Mimalloc);
+                line += &format!(" {ratio:>11} {ratio_spread:>11}");
+            }
             println!("{}", line.trim_end());
         }
     }
@@ -316,7 +372,7 @@ fn print_table(rows: &[Row]) {
     }
     println!("median s, min-max s: over the runs of the mode, each on a fresh heap.");
     println!("vs system: time relative to the system allocator in the same run (below 1:");
-    println!("faster), the median over the runs and their spread.");
+    println!("faster), the median over the runs and their spread; vs mimalloc likewise.");
     println!();
     for row in rows {
         if let Some(answer) = row.answer() {
@@ -404,7 +460,7 @@ fn usage() -> String {
     let mut u = String::from(
         "\
 minipy: a miniature CPython object model on pyalloc, timed on pyperformance-style
-workloads in three memory modes. Every result is checked against CPython's, and every
+workloads in four memory modes. Every result is checked against CPython's, and every
 block must come back to its heap.
 
 usage: minipy [WORKLOAD...] [--mode MODE]... [--size N] [--runs N]
@@ -412,8 +468,9 @@ usage: minipy [WORKLOAD...] [--mode MODE]... [--size N] [--runs N]
   WORKLOAD         nqueens, json_dumps, float or richards; several may be given
                    (default: all four)
   -m, --mode MODE  pyalloc (pymalloc with CPython's free lists), nofreelist (the same
-                   heap with free lists off) or system (glibc malloc); repeat it for
-                   several (default: all three)
+                   heap with free lists off), system (glibc malloc) or mimalloc (built
+                   with `--features mimalloc`); repeat it for several (default: all
+                   that this build has)
   -s, --size N     work per run, in the workload's unit (default: the workload's own)
   -r, --runs N     runs per mode, each on a fresh heap; a time is the median of the
                    runs, printed with their min-max spread (default: ",
@@ -432,6 +489,8 @@ usage: minipy [WORKLOAD...] [--mode MODE]... [--size N] [--runs N]
 struct Request {
     workloads: Vec<&'static Workload>,
     modes: Vec<Mode>,
+    /// The modes a run of every mode leaves out, because this build does not have them.
+    skipped: Vec<Mode>,
     size: Option<usize>,
     runs: usize,
 }
@@ -473,8 +532,13 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
                 let value = parser.value().map_err(|e| e.to_string())?;
                 let text = value.to_string_lossy();
                 let mode = Mode::parse(&text).ok_or_else(|| {
-                    format!("unknown mode {text:?} (the modes: pyalloc, nofreelist, system)")
+                    format!(
+                        "unknown mode {text:?} (the modes: pyalloc, nofreelist, system, mimalloc)"
+                    )
                 })?;
+                if let Some(reason) = mode.unavailable_reason() {
+                    return Err(reason);
+                }
                 if !modes.contains(&mode) {
                     modes.push(mode);
                 }
@@ -496,12 +560,14 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
     if workloads.is_empty() {
         workloads = WORKLOADS.iter().collect();
     }
+    let mut skipped = Vec::new();
     if modes.is_empty() {
-        modes = Mode::ALL.to_vec();
+        (modes, skipped) = Mode::ALL.into_iter().partition(|m| m.available());
     }
     Ok(Command::Run(Request {
         workloads,
         modes,
+        skipped,
         size,
         runs,
     }))
@@ -560,7 +626,15 @@ fn main() -> ExitCode {
     println!(
         "length 1..=20); nofreelist = the same heap with free_lists(false); system = the same"
     );
-    println!("runtime on glibc malloc (allocator_api2::alloc::Global)");
+    println!(
+        "runtime on glibc malloc (allocator_api2::alloc::Global); mimalloc = the same runtime"
+    );
+    println!("on mimalloc (mi_malloc_small/mi_malloc/mi_free, feature `mimalloc`)");
+    for mode in &request.skipped {
+        if let Some(reason) = mode.unavailable_reason() {
+            println!("skipped: {reason}");
+        }
+    }
     println!(
         "{} run{} per mode, each on a fresh heap:",
         request.runs,

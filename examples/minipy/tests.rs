@@ -1,5 +1,5 @@
 //! Tests of the object model, the dict's semantics and storage, the free lists, and the
-//! refcount balance of every workload in every memory mode.
+//! refcount balance of every workload in every memory mode (mimalloc's with its feature).
 
 use pyalloc::{Heap, HeapConfig};
 
@@ -23,10 +23,12 @@ fn memory(heap: &Option<Heap>) -> Memory<'_> {
     heap.as_ref().map_or(Memory::System, Memory::Pyalloc)
 }
 
-/// Runs `f` on a fresh runtime in each mode; on the heaps, checks that every block comes back
-/// (after `clear_free_lists`) both while the runtime lives and after it is dropped, and that
-/// the heap's invariants hold.
+/// Runs `f` on a fresh runtime in each mode (mimalloc too, with its feature); on the heaps,
+/// checks that every block comes back (after `clear_free_lists`) both while the runtime lives
+/// and after it is dropped, and that the heap's invariants hold.
 fn in_every_mode(f: impl for<'r> Fn(&'r Runtime<'r>)) {
+    #[cfg(feature = "mimalloc")]
+    f(&Runtime::new(Memory::Mimalloc));
     for heap in heaps() {
         {
             let rt = Runtime::new(memory(&heap));
@@ -588,7 +590,15 @@ fn request(line: &str) -> crate::Request {
 #[test]
 fn command_line_parses() {
     let r = request("");
-    assert_eq!((r.workloads.len(), r.modes.len()), (4, 3));
+    assert_eq!(r.workloads.len(), 4);
+    if cfg!(feature = "mimalloc") {
+        assert_eq!((r.modes.len(), r.skipped.len()), (4, 0));
+    } else {
+        // A run of every mode leaves out the one this build lacks, and says so (main prints
+        // the reason of each skipped mode).
+        assert_eq!(r.modes.len(), 3);
+        assert_eq!(r.skipped, [crate::Mode::Mimalloc]);
+    }
     assert_eq!((r.size, r.runs), (None, crate::DEFAULT_RUNS));
 
     let r = request("float --mode system --size 3");
@@ -621,4 +631,60 @@ fn command_line_help_and_errors() {
     assert!(err("float --runs -1").contains("--runs wants a positive integer"));
     assert!(err("float --size").contains("--size"));
     assert!(err("--frobnicate").contains("--frobnicate"));
+}
+
+#[test]
+fn mode_mimalloc_needs_its_feature() {
+    let asked = parse("float --mode mimalloc");
+    if cfg!(feature = "mimalloc") {
+        let Ok(crate::Command::Run(r)) = asked else {
+            panic!("{asked:?}")
+        };
+        assert_eq!(r.modes, [crate::Mode::Mimalloc]);
+        assert!(crate::Mode::Mimalloc.unavailable_reason().is_none());
+    } else {
+        let e = asked.expect_err("mode mimalloc without its feature");
+        assert!(e.contains("`mimalloc` feature"), "{e}");
+        assert!(
+            e.contains("cargo run --release -p minipy --features mimalloc -- --mode mimalloc"),
+            "{e}"
+        );
+        let skip = crate::Mode::Mimalloc.unavailable_reason().unwrap();
+        assert_eq!(skip.lines().count(), 1, "{skip}");
+    }
+    for mode in [
+        crate::Mode::Pyalloc,
+        crate::Mode::NoFreeList,
+        crate::Mode::System,
+    ] {
+        assert!(mode.unavailable_reason().is_none());
+    }
+}
+
+/// Every workload at size 1 in modes system and mimalloc, through the same runs and checks as
+/// the command line's: known answers, runs and modes agreeing, no failure.
+#[cfg(feature = "mimalloc")]
+#[test]
+fn mode_mimalloc_agrees_with_system() {
+    let request = crate::Request {
+        workloads: crate::workloads::WORKLOADS.iter().collect(),
+        modes: vec![crate::Mode::System, crate::Mode::Mimalloc],
+        skipped: Vec::new(),
+        size: Some(1),
+        runs: 1,
+    };
+    let mut failures = Vec::new();
+    for w in &request.workloads {
+        let row = crate::run_workload(w, &request, &mut failures);
+        failures.extend(row.failures());
+        let answers: Vec<&Result<String, String>> = row
+            .modes
+            .iter()
+            .flat_map(|(_, runs)| runs.iter().map(|r| &r.result))
+            .collect();
+        assert_eq!(answers.len(), 2, "{}", w.name);
+        assert!(answers[0].is_ok(), "{}: {:?}", w.name, answers[0]);
+        assert_eq!(answers[0], answers[1], "{}", w.name);
+    }
+    assert!(failures.is_empty(), "{failures:?}");
 }

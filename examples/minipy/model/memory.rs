@@ -1,7 +1,7 @@
-//! Where objects live: the two memory backends, behind one small enum.
+//! Where objects live: the memory backends, behind one small enum.
 //!
 //! The runtime is the same code in every mode; only the arm of [`Memory`] taken on each
-//! allocation and free differs. Both arms cost the same dispatch (one match on the enum, and
+//! allocation and free differs. Every arm costs the same dispatch (one match on the enum, and
 //! for tuples a length test), so the comparison between modes measures the allocators, not the
 //! abstraction:
 //!
@@ -10,6 +10,15 @@
 //! | pyalloc | `Pyalloc(&heap)` | `Pooled` (layer-3 free list) | keyed free list, 2000 each | `&Heap` as `Allocator` |
 //! | nofreelist | `Pyalloc(&heap)`, heap built with `free_lists(false)` | same calls, every list has capacity 0 | same | same |
 //! | system | `System` | `Box::new_in(_, Global)` | `Global` | `Global` |
+//! | mimalloc (feature `mimalloc`) | `Mimalloc` | `Box::new_in(_, MiAlloc)` | `MiAlloc` | `MiAlloc` |
+//!
+//! `MiAlloc` calls mimalloc at its cheapest: `mi_malloc_small` (up to 1 KiB) or `mi_malloc`,
+//! `mi_realloc` and `mi_free` for every block of alignment 8 or less (all of minipy's),
+//! `mi_malloc_aligned` only above that (model/mi.rs measures the difference).
+//!
+//! The handle that containers keep, [`Mem`], stays one pointer in every build: a heap, null for
+//! `Global`, or (with the feature) a sentinel address for mimalloc. System's arm is the null
+//! test it always was; the heap's arm, with the feature, tests the sentinel too.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -22,6 +31,8 @@ use pyalloc::{AllocError, Allocator, Box, FreeListKey, FreeListStats, FreeListed
 use super::dict::PyDictObject;
 use super::float::PyFloatObject;
 use super::list::PyListObject;
+#[cfg(feature = "mimalloc")]
+use super::mi::MiAlloc;
 use super::tuple::tuple_layout;
 
 /// CPython's `PyTuple_MAXSAVESIZE`: tuples of length 1..=20 have free lists.
@@ -74,6 +85,9 @@ pub(crate) enum Memory<'h> {
     /// The system allocator (`allocator_api2::alloc::Global`, i.e. glibc malloc), no free
     /// lists.
     System,
+    /// mimalloc, through [`MiAlloc`], no free lists.
+    #[cfg(feature = "mimalloc")]
+    Mimalloc,
 }
 
 impl<'h> Memory<'h> {
@@ -83,6 +97,8 @@ impl<'h> Memory<'h> {
         Mem(match self {
             Memory::Pyalloc(heap) => Some(NonNull::from(heap)),
             Memory::System => None,
+            #[cfg(feature = "mimalloc")]
+            Memory::Mimalloc => Some(Mem::MIMALLOC),
         })
     }
 
@@ -92,6 +108,8 @@ impl<'h> Memory<'h> {
         match self {
             Memory::Pyalloc(heap) => Pooled::into_raw(Pooled::new_in(value, heap)),
             Memory::System => NonNull::from(Box::leak(Box::new_in(value, Global))),
+            #[cfg(feature = "mimalloc")]
+            Memory::Mimalloc => NonNull::from(Box::leak(Box::new_in(value, MiAlloc))),
         }
     }
 
@@ -111,6 +129,10 @@ impl<'h> Memory<'h> {
             // SAFETY: by the caller's contract `ptr` is from `Box::leak` of a `Box<T, Global>`,
             // taken back once.
             Memory::System => drop(unsafe { Box::from_raw_in(ptr.as_ptr(), Global) }),
+            // SAFETY: by the caller's contract `ptr` is from `Box::leak` of a
+            // `Box<T, MiAlloc>`, taken back once.
+            #[cfg(feature = "mimalloc")]
+            Memory::Mimalloc => drop(unsafe { Box::from_raw_in(ptr.as_ptr(), MiAlloc) }),
         }
     }
 
@@ -120,6 +142,8 @@ impl<'h> Memory<'h> {
         let block = match self {
             Memory::Pyalloc(heap) => heap.allocate(layout),
             Memory::System => Global.allocate(layout),
+            #[cfg(feature = "mimalloc")]
+            Memory::Mimalloc => MiAlloc.allocate(layout),
         };
         match block {
             Ok(block) => block.cast(),
@@ -139,6 +163,9 @@ impl<'h> Memory<'h> {
             Memory::Pyalloc(heap) => unsafe { heap.deallocate(ptr, layout) },
             // SAFETY: the caller's contract: a live `Global` block with this layout.
             Memory::System => unsafe { Global.deallocate(ptr, layout) },
+            // SAFETY: the caller's contract: a live `MiAlloc` block with this layout.
+            #[cfg(feature = "mimalloc")]
+            Memory::Mimalloc => unsafe { MiAlloc.deallocate(ptr, layout) },
         }
     }
 
@@ -178,42 +205,70 @@ impl<'h> Memory<'h> {
 }
 
 /// The allocator handle that container objects (list items, dict tables) keep for their
-/// storage: the heap, or `Global` when `None`.
+/// storage: the heap, `Global` when `None`, or (feature `mimalloc`) `MiAlloc` when
+/// `Mem::MIMALLOC`.
 ///
 /// It erases the heap's lifetime so that object types need no lifetime parameter. Sound
 /// because a `Mem` only exists inside objects of a [`Runtime`](super::Runtime), which borrows
 /// the heap for as long as it exists and frees every object through itself (an object that
 /// is never freed, say in a reference cycle, never touches its `Mem` again).
+///
+/// It stays one pointer (`Option<NonNull<_>>` is null for `None`) rather than an enum of three
+/// cases, which would be two words in every list and dict and change their size classes.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Mem(Option<NonNull<Heap>>);
 
+/// What a [`Mem`] stands for, for one call.
+enum Backend<'a> {
+    Heap(&'a Heap),
+    System,
+    #[cfg(feature = "mimalloc")]
+    Mimalloc,
+}
+
 impl Mem {
+    /// The sentinel that stands for mimalloc: `NonNull::dangling()`, the address
+    /// `align_of::<Heap>()`, in the first page, which is never mapped, so no heap lives there.
+    #[cfg(feature = "mimalloc")]
+    const MIMALLOC: NonNull<Heap> = NonNull::dangling();
+
     #[inline(always)]
-    fn heap(&self) -> Option<&Heap> {
-        // SAFETY: the heap outlives every use of a `Mem` (see the type's documentation).
-        self.0.map(|heap| unsafe { heap.as_ref() })
+    fn backend(&self) -> Backend<'_> {
+        match self.0 {
+            None => Backend::System,
+            #[cfg(feature = "mimalloc")]
+            Some(p) if p == Self::MIMALLOC => Backend::Mimalloc,
+            // SAFETY: the heap outlives every use of a `Mem` (see the type's documentation),
+            // and a pointer that is not the sentinel is a heap's.
+            Some(heap) => Backend::Heap(unsafe { heap.as_ref() }),
+        }
     }
 }
 
-// SAFETY: every method forwards to the heap's or `Global`'s implementation, chosen by a
-// field that never changes, so blocks are freed, grown and shrunk by the allocator that made
-// them, and copies of a `Mem` are the same allocator.
+// SAFETY: every method forwards to the heap's, `Global`'s or `MiAlloc`'s implementation,
+// chosen by a field that never changes, so blocks are freed, grown and shrunk by the allocator
+// that made them, and copies of a `Mem` are the same allocator.
 unsafe impl Allocator for Mem {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        match self.heap() {
-            Some(heap) => heap.allocate(layout),
-            None => Global.allocate(layout),
+        match self.backend() {
+            Backend::Heap(heap) => heap.allocate(layout),
+            Backend::System => Global.allocate(layout),
+            #[cfg(feature = "mimalloc")]
+            Backend::Mimalloc => MiAlloc.allocate(layout),
         }
     }
 
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        match self.heap() {
+        match self.backend() {
             // SAFETY: forwarded contract; this handle's blocks all came from this heap.
-            Some(heap) => unsafe { heap.deallocate(ptr, layout) },
+            Backend::Heap(heap) => unsafe { heap.deallocate(ptr, layout) },
             // SAFETY: forwarded contract; this handle's blocks all came from `Global`.
-            None => unsafe { Global.deallocate(ptr, layout) },
+            Backend::System => unsafe { Global.deallocate(ptr, layout) },
+            // SAFETY: forwarded contract; this handle's blocks all came from `MiAlloc`.
+            #[cfg(feature = "mimalloc")]
+            Backend::Mimalloc => unsafe { MiAlloc.deallocate(ptr, layout) },
         }
     }
 
@@ -224,11 +279,14 @@ unsafe impl Allocator for Mem {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        match self.heap() {
+        match self.backend() {
             // SAFETY: forwarded contract, same allocator.
-            Some(heap) => unsafe { heap.grow(ptr, old_layout, new_layout) },
+            Backend::Heap(heap) => unsafe { heap.grow(ptr, old_layout, new_layout) },
             // SAFETY: forwarded contract, same allocator.
-            None => unsafe { Global.grow(ptr, old_layout, new_layout) },
+            Backend::System => unsafe { Global.grow(ptr, old_layout, new_layout) },
+            // SAFETY: forwarded contract, same allocator.
+            #[cfg(feature = "mimalloc")]
+            Backend::Mimalloc => unsafe { MiAlloc.grow(ptr, old_layout, new_layout) },
         }
     }
 
@@ -239,11 +297,14 @@ unsafe impl Allocator for Mem {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        match self.heap() {
+        match self.backend() {
             // SAFETY: forwarded contract, same allocator.
-            Some(heap) => unsafe { heap.shrink(ptr, old_layout, new_layout) },
+            Backend::Heap(heap) => unsafe { heap.shrink(ptr, old_layout, new_layout) },
             // SAFETY: forwarded contract, same allocator.
-            None => unsafe { Global.shrink(ptr, old_layout, new_layout) },
+            Backend::System => unsafe { Global.shrink(ptr, old_layout, new_layout) },
+            // SAFETY: forwarded contract, same allocator.
+            #[cfg(feature = "mimalloc")]
+            Backend::Mimalloc => unsafe { MiAlloc.shrink(ptr, old_layout, new_layout) },
         }
     }
 }

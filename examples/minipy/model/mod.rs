@@ -5,7 +5,7 @@
 //! is created with a reference count of one, gains a reference on every `incref` and is
 //! deallocated when `decref` takes the count to zero, exactly as `Py_INCREF`/`Py_DECREF` do.
 //! Where an object's memory comes from is the [`Memory`] backend's business: pyalloc (with its
-//! per-type free lists on or off) or the system allocator, through the same code paths.
+//! per-type free lists on or off), the system allocator or (feature `mimalloc`) mimalloc, through the same code paths.
 //!
 //! All `unsafe` code of the example lives in this module. Outside it, objects are only reached
 //! through [`Obj`], a counted reference that borrows the [`Runtime`]; raw object pointers
@@ -16,6 +16,8 @@ mod float;
 mod int;
 mod list;
 mod memory;
+#[cfg(feature = "mimalloc")]
+mod mi;
 mod object;
 mod runtime;
 #[path = "str.rs"]
