@@ -41,10 +41,10 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
 use crate::free_list::{head_at, sentinel, FreeListId, FreeListed, ListHead, ListSpec};
 use crate::heap::{Heap, TrimReport};
-use crate::pool::Pool;
-use crate::raw::{dangling, slice, ThreadLink};
+use crate::pool::{expose_stand_in, Pool};
+use crate::raw::{dangling, slice, Freed, ThreadLink, UsedPools};
 use crate::remote::{Mailbox, Posted};
-use crate::size_class::block_size;
+use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
 
 /// The global allocator: `#[global_allocator] static GLOBAL: pyalloc::Global = pyalloc::Global;`
@@ -153,6 +153,39 @@ thread_local! {
     static HOLDS_FALLBACK: Cell<bool> = const { Cell::new(false) };
     /// Abandons the thread's heap when the thread exits.
     static EXIT: ThreadExit = const { ThreadExit };
+    /// What the fast paths read: the table of `CURRENT`'s heap while that heap's gate is open,
+    /// else [`CLOSED`] (no heap yet, set-up, a slow path of the heap under way, exit, debug
+    /// mode). Never null, so the fast paths test nothing but what they test anyway: every
+    /// test fails on `CLOSED`. Kept so by [`refresh_fast`].
+    static FAST: Cell<*const UsedPools> = const { Cell::new(&CLOSED.0) };
+}
+
+/// The table of no heap ([`UsedPools::CLOSED`]).
+struct Closed(UsedPools);
+
+// SAFETY: never written (a fast path on it fails before any write: see `UsedPools::CLOSED`),
+// and nothing in it is a cell; its pointers lead only to the never-written stand-in pool.
+unsafe impl Sync for Closed {}
+
+static CLOSED: Closed = Closed(UsedPools::CLOSED);
+
+/// Points `FAST` at `CURRENT`'s heap's table if there is one and its gate is open, else at
+/// `CLOSED`. Called whenever `CURRENT` changes, and by every thread heap's gate when it
+/// closes or opens (whichever heap's gate it is: the result depends only on `CURRENT`'s).
+fn refresh_fast() {
+    let heap = CURRENT.get();
+    let table = if heap.is_null() {
+        &CLOSED.0
+    } else {
+        // SAFETY: registered heaps are never freed; `CURRENT` holds one the thread owns.
+        let heap = unsafe { &*heap };
+        if heap.heap.is_busy() {
+            &CLOSED.0
+        } else {
+            heap.heap.used_pools()
+        }
+    };
+    FAST.set(table);
 }
 
 thread_local! {
@@ -196,6 +229,7 @@ fn current_or_start() -> Option<&'static ThreadHeap> {
     }
     CURRENT.set(heap);
     HEADS.set(heap.heap.heads());
+    refresh_fast();
     PHASE.set(Phase::Running);
     Some(heap)
 }
@@ -245,6 +279,7 @@ fn create() -> Option<&'static ThreadHeap> {
             id,
             mailbox: &*ptr::addr_of!((*memory).mailbox),
             send_home,
+            gate_turned: refresh_fast,
         };
         match Heap::for_thread(HeapConfig::new().debug(debug_mode()), link) {
             Ok(heap) => ptr::addr_of_mut!((*memory).heap).write(heap),
@@ -420,6 +455,7 @@ impl Drop for ThreadExit {
         let heap = CURRENT.replace(ptr::null());
         // Slots dropped from now on go to the fallback paths, not to a heap being abandoned.
         HEADS.set(sentinel());
+        refresh_fast();
         PHASE.set(Phase::Detached);
         if !heap.is_null() {
             // SAFETY: registered heaps are never freed; this thread owned it until now.
@@ -434,12 +470,23 @@ fn is_pooled(layout: Layout) -> bool {
     layout.size() <= SMALL_REQUEST_THRESHOLD && layout.align() <= ALIGNMENT
 }
 
+/// Whether `layout` may take a fast path: pooled and not zero-sized. A constant for a constant
+/// layout (`Box::new`): the heap's state is in the table `FAST` points at, not in a limit.
+#[inline(always)]
+fn takes_fast_path(layout: Layout) -> bool {
+    layout.size().wrapping_sub(1) < SMALL_REQUEST_THRESHOLD && layout.align() <= ALIGNMENT
+}
+
 impl Global {
     /// A block for `layout` (non-zero), or null: the fast path is the thread's heap's.
     #[inline(always)]
     fn alloc_block(layout: Layout) -> *mut u8 {
-        if let Some(heap) = current() {
-            if let Some(block) = heap.heap.alloc_fast(layout) {
+        if takes_fast_path(layout) {
+            // SAFETY: `FAST` is `CLOSED` or the table of this thread's heap with its gate open
+            // (see `FAST`), which this pop may use as a fast path borrows the core: it calls
+            // nothing and does not panic; the class of 1 to 512 bytes is below 32.
+            let block = unsafe { (*FAST.get()).try_alloc(class_of(layout.size())) };
+            if let Some(block) = block {
                 return block.as_ptr();
             }
         }
@@ -451,6 +498,8 @@ impl Global {
     #[cold]
     #[inline(never)]
     fn alloc_cold(layout: Layout) -> *mut u8 {
+        // Before any block exists: a free on `CLOSED` reads the stand-in pool's header.
+        expose_stand_in();
         if debug_mode() {
             let served = with_fallback(|heap| heap.allocate(layout).ok()).flatten();
             return served.map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
@@ -473,14 +522,21 @@ impl Global {
     /// `ptr` is a live block from `alloc_block` for `layout`.
     #[inline(always)]
     unsafe fn dealloc_block(ptr: NonNull<u8>, layout: Layout) {
-        if let Some(heap) = current() {
-            // The size test first: only a pool block has a pool header to read.
-            if heap.heap.takes_fast_path(layout)
-                // SAFETY: a small layout is a live pool block of the default geometry.
-                && unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) } == heap.id
-            {
-                // SAFETY: the fast-path test passed just now; a live block of this heap.
-                return unsafe { heap.heap.free_fast(ptr) };
+        // The size test first: outside debug mode, a small layout's block is a pool block, with
+        // a pool header to read (in debug mode `FAST` is `CLOSED`, which reads none).
+        if takes_fast_path(layout) {
+            // SAFETY: `FAST` is `CLOSED` or the table of this thread's heap with its gate open
+            // (see `FAST`), used as a fast path borrows the core; the caller's block is a live
+            // pool block of some heap, given up (or, in debug mode, any pointer: `CLOSED`
+            // reads only its stand-in header).
+            match unsafe { (*FAST.get()).try_free(ptr) } {
+                Freed::Done => return,
+                Freed::Finish(pool) => {
+                    // SAFETY: `Finish` comes only from the table of this thread's running
+                    // heap, whose gate is open (see `FAST`), and nothing ran since.
+                    return unsafe { (*CURRENT.get()).heap.finish_free(pool) };
+                }
+                Freed::NotMine => {}
             }
         }
         // SAFETY: forwarded contract.

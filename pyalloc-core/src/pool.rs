@@ -157,6 +157,19 @@ impl Pool {
         unsafe { ptr::addr_of!((*header).owner).read() }
     }
 
+    /// The pool's owner, read by any thread (as [`owner_of`](Self::owner_of), through a handle).
+    ///
+    /// # Safety
+    ///
+    /// The pool is in use and stays in use while the caller reads (a live block of it is the
+    /// caller's), reached by a thread that the block's allocation happened before; or the pool
+    /// is the [`stand_in`].
+    #[inline(always)]
+    pub(crate) unsafe fn owner_shared(self) -> u32 {
+        // SAFETY: the caller's contract: nobody writes `owner` meanwhile.
+        unsafe { ptr::addr_of!((*self.header()).owner).read() }
+    }
+
     /// The size class of the pool holding `block`, read by any thread.
     ///
     /// # Safety
@@ -296,7 +309,8 @@ impl Pool {
 
     /// Pops the first free block only if another follows it: a pop that calls nothing, for
     /// `Global`'s fast path, which leaves a pool running dry (its next block to carve) to its
-    /// slow path.
+    /// slow path. On an empty list's stand-in ([`PoolList::first`]) it always fails, and
+    /// writes nothing.
     ///
     /// # Safety
     ///
@@ -447,20 +461,81 @@ impl Pool {
 /// A class's list of used pools: doubly linked through the pools' headers, with a real head
 /// (CPython's `usedpools` array of fake headers is a C trick). Written once: every insertion
 /// and removal of a pool goes through here (mimalloc's `mi_page_queue_push/remove`).
+///
+/// An empty list's head is not null but [`NO_POOL`], a pool that is never in use and whose one
+/// free block has no successor: [`Pool::pop_free_unless_last`] on [`first`](Self::first)
+/// fails for an empty list exactly as for a pool about to run dry, so the allocation fast path
+/// makes one test for both (mimalloc's empty page, `_mi_page_empty`, does the same).
 #[derive(Debug)]
 pub(crate) struct PoolList {
+    /// The first pool, or `NO_POOL`: never null. Only the head is a sentinel; the pools'
+    /// `next` and `prev` links end in null.
     head: *mut PoolHeader,
 }
 
+/// The head of every empty [`PoolList`]: a header that is only ever read (it lives in
+/// read-only memory), whose free list is one block, [`NoPool::link`], holding a null link.
+#[repr(C)]
+struct NoPool {
+    header: PoolHeader,
+    link: *mut u8,
+}
+
+// SAFETY: never written (nothing in it is a cell; every write to a pool header goes to a pool in
+// use, and `NO_POOL` is never one), so sharing it between threads is sharing a constant.
+unsafe impl Sync for NoPool {}
+
+static NO_POOL: NoPool = NoPool {
+    header: PoolHeader {
+        ref_count: 0,
+        size_class: 0,
+        freeblock: (&raw const NO_POOL.link).cast_mut().cast(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+        arena_index: 0,
+        next_offset: 0,
+        max_next_offset: 0,
+        owner: NO_OWNER,
+    },
+    link: ptr::null_mut(),
+};
+
+/// `NO_POOL`'s header, as a list head.
+const NO_POOL_HEAD: *mut PoolHeader = (&raw const NO_POOL.header).cast_mut();
+
+/// A pool header that is never in use and never written, owned by [`NO_OWNER`]: what a free
+/// reads instead of a block's pool when it must not touch the block (see
+/// `UsedPools::CLOSED`). Read through exposed provenance: [`expose_stand_in`] first.
+pub(crate) const fn stand_in() -> *const u8 {
+    NO_POOL_HEAD.cast_const().cast()
+}
+
+/// Exposes the [`stand_in`]'s provenance, so that an address computed to it may be read.
+#[inline]
+pub(crate) fn expose_stand_in() {
+    let _ = stand_in().expose_provenance();
+}
+
 impl PoolList {
-    pub(crate) const EMPTY: PoolList = PoolList {
-        head: ptr::null_mut(),
-    };
+    pub(crate) const EMPTY: PoolList = PoolList { head: NO_POOL_HEAD };
 
     /// The first pool, if any.
     #[inline(always)]
     pub(crate) fn head(&self) -> Option<Pool> {
-        NonNull::new(self.head).map(Pool)
+        if self.head == NO_POOL_HEAD {
+            return None;
+        }
+        // SAFETY: a head is never null (see the field).
+        Some(Pool(unsafe { NonNull::new_unchecked(self.head) }))
+    }
+
+    /// The first pool, or for an empty list a pool that is not in use and whose free list
+    /// holds one block and nothing after it: the pool to try
+    /// [`pop_free_unless_last`](Pool::pop_free_unless_last) on, and nothing else.
+    #[inline(always)]
+    pub(crate) fn first(&self) -> Pool {
+        // SAFETY: a head is never null (see the field).
+        Pool(unsafe { NonNull::new_unchecked(self.head) })
     }
 
     /// Whether `pool` is the only pool of the list.
@@ -482,9 +557,11 @@ impl PoolList {
         let p = pool.header();
         // SAFETY: `pool` and the current head have valid headers.
         unsafe {
-            (*p).next = self.head;
             (*p).prev = ptr::null_mut();
-            if !self.head.is_null() {
+            if self.head == NO_POOL_HEAD {
+                (*p).next = ptr::null_mut();
+            } else {
+                (*p).next = self.head;
                 (*self.head).prev = p;
             }
         }
@@ -503,7 +580,7 @@ impl PoolList {
             let (prev, next) = ((*p).prev, (*p).next);
             if prev.is_null() {
                 debug_assert_eq!(self.head, p, "pool {p:p} is not in this list");
-                self.head = next;
+                self.head = if next.is_null() { NO_POOL_HEAD } else { next };
             } else {
                 (*prev).next = next;
             }
@@ -519,7 +596,7 @@ impl PoolList {
     /// `limit` pools (a cycle).
     pub(crate) fn iter(&self, limit: usize) -> impl Iterator<Item = Result<Pool, String>> + '_ {
         let mut prev: *mut PoolHeader = ptr::null_mut();
-        let mut at = self.head;
+        let mut at = self.head().map_or(ptr::null_mut(), Pool::header);
         let mut left = limit + 1;
         core::iter::from_fn(move || {
             let pool = NonNull::new(at)?;
