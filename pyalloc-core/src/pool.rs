@@ -25,6 +25,7 @@
 //! ```text
 //! POOL_OVERHEAD <= next_offset <= max_next_offset + block size == pool_size - tail
 //! carved == (next_offset - POOL_OVERHEAD) / block size == ref_count + #free list
+//! full  ⇔  FULL marked in the header's count (see `FULL`)
 //! ```
 //!
 //! [`Pool`] is a typed handle to a header, in the way hashbrown's `Bucket<T>` names the raw
@@ -44,8 +45,10 @@ use crate::valgrind;
 #[repr(C)]
 #[derive(Debug)]
 struct PoolHeader {
-    /// Blocks handed out and not yet freed (CPython's `ref.count`).
-    ref_count: u32,
+    /// Blocks handed out and not yet freed (CPython's `ref.count`) less one, so all ones
+    /// (`EMPTY_REFS`) when none is; with [`FULL`] set while the pool is full. Read it through
+    /// [`Pool::ref_count`].
+    refs: u32,
     /// The size class every block of this pool belongs to (CPython's `szidx`).
     size_class: u32,
     /// Head of the free-block list; null when every carved block is live.
@@ -71,6 +74,15 @@ struct PoolHeader {
 /// The owner of a plain `Heap`'s pools: no thread heap.
 pub(crate) const NO_OWNER: u32 = 0;
 
+/// The top bit of `refs`, set while the pool is full (CPython tests `freeblock` for that after a
+/// free, a second test). With the count kept less one, a free finds the decremented `refs`
+/// negative both when the pool emptied (all ones) and when it was full (`FULL` set, and a full
+/// pool keeps a block after one free), and tests the sign alone for the two.
+const FULL: u32 = 1 << 31;
+
+/// `refs` of a pool with no live block.
+const EMPTY_REFS: u32 = u32::MAX;
+
 /// Bytes at the start of a pool taken by its header, rounded up so blocks stay aligned.
 pub(crate) const POOL_OVERHEAD: usize =
     (core::mem::size_of::<PoolHeader>() + ALIGNMENT - 1) & !(ALIGNMENT - 1);
@@ -82,6 +94,8 @@ const_assert!(core::mem::align_of::<PoolHeader>() <= ALIGNMENT);
 // The smallest pool holds at least two blocks of the largest class, so a freshly carved pool
 // always has a second block to put on its free list, and a full pool never empties in one free.
 const_assert!(MIN_POOL_SIZE - POOL_OVERHEAD >= 2 * SMALL_REQUEST_THRESHOLD);
+// A count of blocks never reaches the `FULL` bit: a pool is at most an arena.
+const_assert!((crate::config::MAX_ARENA_SIZE / ALIGNMENT) < FULL as usize);
 
 /// Blocks of class `class` in a pool of `pool_size` bytes.
 #[inline]
@@ -131,7 +145,37 @@ impl Pool {
     #[inline(always)]
     pub(crate) fn ref_count(self) -> usize {
         // SAFETY: as in `class`.
-        unsafe { (*self.header()).ref_count as usize }
+        let refs = unsafe { (*self.header()).refs };
+        if refs == EMPTY_REFS {
+            0
+        } else {
+            (refs & !FULL) as usize + 1
+        }
+    }
+
+    /// Whether the pool is marked full ([`mark_full`](Self::mark_full)).
+    #[inline]
+    pub(crate) fn is_marked_full(self) -> bool {
+        // SAFETY: as in `class`.
+        let refs = unsafe { (*self.header()).refs };
+        refs & FULL != 0 && refs != EMPTY_REFS
+    }
+
+    /// Marks the pool full: its free list is empty and nothing is left to carve. Until a free
+    /// reports it ([`push_free`](Self::push_free)) and [`unmark_full`](Self::unmark_full)
+    /// clears it.
+    #[inline]
+    pub(crate) fn mark_full(self) {
+        debug_assert!(self.first_free().is_null());
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs |= FULL };
+    }
+
+    /// Clears the full mark, once a free into the full pool was reported.
+    #[inline]
+    pub(crate) fn unmark_full(self) {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs &= !FULL };
     }
 
     /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
@@ -241,7 +285,7 @@ impl Pool {
             link::write(second, ptr::null_mut());
             valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
             base.cast::<PoolHeader>().write(PoolHeader {
-                ref_count: 1,
+                refs: 0,
                 size_class: class as u32,
                 freeblock: second,
                 next: ptr::null_mut(),
@@ -274,7 +318,7 @@ impl Pool {
         // SAFETY: the caller's contract: a valid header of an empty pool, ours alone; its free
         // list holds every carved block, at least two, so the pop finds one.
         unsafe {
-            debug_assert_eq!((*h).ref_count, 0);
+            debug_assert_eq!((*h).refs, EMPTY_REFS);
             (*h).arena_index = arena_index;
             (*h).next = ptr::null_mut();
             (*h).prev = ptr::null_mut();
@@ -300,7 +344,7 @@ impl Pool {
             let block = (*h).freeblock;
             debug_assert!(!block.is_null(), "pool {h:p} has no free block");
             core::hint::assert_unchecked(!block.is_null());
-            (*h).ref_count += 1;
+            (*h).refs = (*h).refs.wrapping_add(1);
             let next = link::read(block);
             (*h).freeblock = next;
             (NonNull::new_unchecked(block), next.is_null())
@@ -326,30 +370,36 @@ impl Pool {
             if next.is_null() {
                 return None;
             }
-            (*h).ref_count += 1;
+            (*h).refs = (*h).refs.wrapping_add(1);
             (*h).freeblock = next;
             Some(NonNull::new_unchecked(block))
         }
     }
 
-    /// Pushes a freed block on the free list. Returns the free list's head before the push:
-    /// null means the pool was full.
+    /// Pushes a freed block on the free list. Returns whether the pool needs its heap's
+    /// attention (it is empty now, or it was full: one sign test, see [`FULL`]), and which:
+    /// whether it was full (its free list was empty).
     ///
     /// # Safety
     ///
     /// `block` is a live block of this pool, reached with the heap's provenance, and is not
     /// used by anyone afterwards.
     #[inline(always)]
-    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> *mut u8 {
+    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> (bool, bool) {
         let h = self.header();
         // SAFETY: the caller's contract: the block is ours to link.
         unsafe {
-            debug_assert!((*h).ref_count > 0, "free of {block:p} in empty pool {h:p}");
+            debug_assert!(self.ref_count() > 0, "free of {block:p} in empty pool {h:p}");
+            debug_assert_eq!(self.is_marked_full(), (*h).freeblock.is_null());
             let last_free = (*h).freeblock;
             link::write(block.as_ptr(), last_free);
             (*h).freeblock = block.as_ptr();
-            (*h).ref_count -= 1;
-            last_free
+            let refs = (*h).refs.wrapping_sub(1);
+            (*h).refs = refs;
+            // Empty (all ones), or full (`FULL` set, see there). Which one is told by the
+            // free list's old head, already in hand, not by `refs`, so the decrement stays
+            // one instruction that nothing reads back.
+            ((refs as i32) < 0, last_free.is_null())
         }
     }
 
@@ -437,10 +487,16 @@ impl Pool {
             return Err(format!("pool {:p}: corrupt header {h:?}", self.0));
         }
         let carved = self.carved();
-        if h.ref_count as usize > carved || carved > blocks_per_pool(pool_size, class) {
+        let live = self.ref_count();
+        if live > carved || carved > blocks_per_pool(pool_size, class) {
+            return Err(format!("pool {:p}: {live} live of {carved} carved", self.0));
+        }
+        if self.is_marked_full() != h.freeblock.is_null() {
             return Err(format!(
-                "pool {:p}: {} live of {carved} carved",
-                self.0, h.ref_count
+                "pool {:p}: full mark {} but free list head {:p}",
+                self.0,
+                self.is_marked_full(),
+                h.freeblock
             ));
         }
         let mut free = 0;
@@ -448,10 +504,10 @@ impl Pool {
             block?;
             free += 1;
         }
-        if free + h.ref_count as usize != carved {
+        if free + live != carved {
             return Err(format!(
-                "pool {:p}: {free} free + {} live != {carved} carved",
-                self.0, h.ref_count
+                "pool {:p}: {free} free + {live} live != {carved} carved",
+                self.0
             ));
         }
         Ok(())
@@ -487,7 +543,7 @@ unsafe impl Sync for NoPool {}
 
 static NO_POOL: NoPool = NoPool {
     header: PoolHeader {
-        ref_count: 0,
+        refs: EMPTY_REFS,
         size_class: 0,
         freeblock: (&raw const NO_POOL.link).cast_mut().cast(),
         next: ptr::null_mut(),
@@ -651,11 +707,18 @@ mod tests {
         }
         assert_eq!(blocks.len(), 7);
         assert_eq!(pool.ref_count(), 7);
+        assert!(pool.check(7, 4096).unwrap_err().contains("full mark false"));
+        // As the heap does when it retires a pool.
+        pool.mark_full();
+        assert_eq!(pool.ref_count(), 7);
         pool.check(7, 4096).unwrap();
         // SAFETY: every block is live in this pool.
         unsafe {
-            assert!(pool.push_free(blocks[3]).is_null(), "the pool was full");
-            assert_eq!(pool.push_free(blocks[5]), blocks[3].as_ptr());
+            assert_eq!(pool.push_free(blocks[3]), (true, true), "the pool was full");
+            assert_eq!(pool.ref_count(), 6);
+            pool.unmark_full();
+            assert_eq!(pool.push_free(blocks[5]), (false, false));
+            assert_eq!(pool.first_free(), blocks[5].as_ptr());
         }
         assert_eq!(pool.live_blocks().unwrap().len(), 5);
         pool.check(7, 4096).unwrap();

@@ -186,16 +186,14 @@ impl UsedPools {
             unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
         valgrind::freelike(block.as_ptr());
         // SAFETY: a live block of `pool`, which nobody uses after this free.
-        let last_free = unsafe { pool.push_free(block) };
-        // Emptiness first: a pool that was full cannot be empty now, since every pool holds
-        // at least two blocks.
-        if pool.ref_count() == 0 {
-            // The cached pool empties on every iteration of an alloc/free loop and stays where
-            // it is: tested here, so that loop makes no call.
-            if self.cached != Some(pool) {
-                return Freed::Finish(pool);
+        let (attention, was_full) = unsafe { pool.push_free(block) };
+        if attention {
+            // Emptied or was full. The cached pool empties on every iteration of an
+            // alloc/free loop and stays where it is: tested here, so that loop makes no call
+            // (a full pool, even the cached one, is never empty after one free).
+            if !was_full && self.cached == Some(pool) {
+                return Freed::Done;
             }
-        } else if last_free.is_null() {
             return Freed::Finish(pool);
         }
         Freed::Done
@@ -405,6 +403,7 @@ impl RawHeap {
     fn retire(&mut self, pool: Pool, class: usize) {
         // SAFETY: `pool` is the head of `class`'s used list.
         unsafe { self.pools[class].remove(pool) };
+        pool.mark_full();
     }
 
     /// No pool of `class` has a free block: take an empty pool from layer 1.
@@ -476,14 +475,14 @@ impl RawHeap {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn finish_free(&mut self, pool: Pool, gate: &Gate) {
-        if pool.ref_count() == 0 {
-            debug_assert!(self.pools.cached != Some(pool));
-            // SAFETY: the pool had a free block or a live one besides this: it is in its
-            // class's list (used, or it was full and holds two blocks: excluded above).
-            unsafe { self.pool_became_empty(pool, gate) };
-        } else {
-            // SAFETY: the push found the pool full, so in no list.
+        if pool.is_marked_full() {
+            // SAFETY: the pool was full, so in no list.
             unsafe { self.pool_was_full(pool) };
+        } else {
+            debug_assert!(pool.ref_count() == 0 && self.pools.cached != Some(pool));
+            // SAFETY: the pool had a free block before this one (it was not full): it is in
+            // its class's list, and now empty.
+            unsafe { self.pool_became_empty(pool, gate) };
         }
     }
 
@@ -496,6 +495,7 @@ impl RawHeap {
     /// just freed into it.
     #[inline]
     unsafe fn pool_was_full(&mut self, pool: Pool) {
+        pool.unmark_full();
         // SAFETY: the caller's contract: in no list.
         unsafe { self.pools[pool.class()].push_front(pool) };
     }
