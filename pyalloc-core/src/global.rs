@@ -41,7 +41,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
 use crate::free_list::{head_at, sentinel, FreeListId, FreeListed, ListHead, ListSpec};
 use crate::heap::{Heap, TrimReport};
-use crate::pool::{expose_stand_in, Pool};
+use crate::pool::{expose_stand_in, Owner, Pool};
 use crate::raw::{dangling, slice, Freed, ThreadLink, UsedPools};
 use crate::remote::{Mailbox, Posted};
 use crate::size_class::{block_size, class_of};
@@ -419,8 +419,10 @@ unsafe fn release_claimed(heap: &ThreadHeap) {
 /// `block` is a live pool block of heap `owner`, given up by the caller.
 #[cold]
 #[inline(never)]
-unsafe fn send_home(block: NonNull<u8>, owner: u32) {
-    let heap = heap_by_id(owner).expect("a block's owner is a registered heap");
+unsafe fn send_home(block: NonNull<u8>, owner: Owner) {
+    // SAFETY: the caller's contract: the owner of a live block of a thread heap.
+    let id = unsafe { UsedPools::id_of(owner) };
+    let heap = heap_by_id(id).expect("a block's owner is a registered heap");
     // The link is written through the arena's provenance (exposed when it was mapped), not the
     // caller's pointer, which may cover fewer bytes than a link (a one-byte `Box<str>`).
     // SAFETY: a pool block's address is non-null.

@@ -12,7 +12,8 @@
 //!
 //! A block's pool is its address masked by `!(pool_size - 1)`. Blocks are carved lazily:
 //! `next_offset` is the first never-used block, and only the block about to be handed out is
-//! written (CPython's `nextoffset`/`maxnextoffset`). Freed blocks form a singly linked LIFO list
+//! written (CPython's `nextoffset`; its `maxnextoffset` is derived from the pool size here, so
+//! the header has room for an owner the size of a pointer). Freed blocks form a singly linked LIFO list
 //! through their first word ([`link`](crate::link)), headed by `freeblock`.
 //!
 //! ## States and invariants
@@ -23,7 +24,7 @@
 //!   list as the heap's one cached empty pool).
 //!
 //! ```text
-//! POOL_OVERHEAD <= next_offset <= max_next_offset + block size == pool_size - tail
+//! POOL_OVERHEAD <= next_offset <= pool_size - tail   (tail: what is left after the last block)
 //! carved == (next_offset - POOL_OVERHEAD) / block size == ref_count + #free list
 //! full  ⇔  FULL marked in the header's count (see `FULL`)
 //! ```
@@ -61,18 +62,22 @@ struct PoolHeader {
     arena_index: u32,
     /// Offset of the first never-used block (CPython's `nextoffset`).
     next_offset: u32,
-    /// Largest offset a block may start at (CPython's `maxnextoffset`).
-    max_next_offset: u32,
     /// The thread heap whose arena holds this pool ([`NO_OWNER`] for a plain `Heap`): what a
-    /// thread freeing a block of another thread's heap reads to send it home. Written once,
-    /// when the pool is initialised, before any of its blocks is handed out, and constant
-    /// while the pool is in use (an arena belongs to one heap for life). It fills what was
-    /// padding in CPython's layout.
-    owner: u32,
+    /// free compares with the freeing thread's heap, and what a thread freeing a block of
+    /// another thread's heap reads to send it home. Written once, when the pool is
+    /// initialised, before any of its blocks is handed out, and constant while the pool is in
+    /// use (an arena belongs to one heap for life). It takes the place of CPython's
+    /// `maxnextoffset` and padding.
+    owner: Owner,
 }
 
+/// Who owns a pool: the address of the owning thread heap's fast-path table (an opaque token
+/// to this layer, see `raw::UsedPools`), which a free compares with the table it holds in a
+/// register, one instruction; or [`NO_OWNER`].
+pub(crate) type Owner = *const ();
+
 /// The owner of a plain `Heap`'s pools: no thread heap.
-pub(crate) const NO_OWNER: u32 = 0;
+pub(crate) const NO_OWNER: Owner = ptr::null();
 
 /// The top bit of `refs`, set while the pool is full (CPython tests `freeblock` for that after a
 /// free, a second test). With the count kept less one, a free finds the decremented `refs`
@@ -180,7 +185,7 @@ impl Pool {
 
     /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
     #[inline(always)]
-    pub(crate) fn owner(self) -> u32 {
+    pub(crate) fn owner(self) -> Owner {
         // SAFETY: as in `class`.
         unsafe { (*self.header()).owner }
     }
@@ -193,7 +198,7 @@ impl Pool {
     /// use while the block lives), reached by a thread that the block's allocation happened
     /// before (the owner is written before the block is handed out and never changes).
     #[inline(always)]
-    pub(crate) unsafe fn owner_of(block: *const u8, pool_size: usize) -> u32 {
+    pub(crate) unsafe fn owner_of(block: *const u8, pool_size: usize) -> Owner {
         let header: *const PoolHeader =
             ptr::with_exposed_provenance(block.addr() & !(pool_size - 1));
         // SAFETY: the caller's contract: a pool in use, whose header's `owner` nobody writes
@@ -209,7 +214,7 @@ impl Pool {
     /// caller's), reached by a thread that the block's allocation happened before; or the pool
     /// is the [`stand_in`].
     #[inline(always)]
-    pub(crate) unsafe fn owner_shared(self) -> u32 {
+    pub(crate) unsafe fn owner_shared(self) -> Owner {
         // SAFETY: the caller's contract: nobody writes `owner` meanwhile.
         unsafe { ptr::addr_of!((*self.header()).owner).read() }
     }
@@ -269,7 +274,7 @@ impl Pool {
         addr: NonNull<u8>,
         class: usize,
         arena_index: u32,
-        owner: u32,
+        owner: Owner,
         pool_size: usize,
         fill: Fill,
     ) -> (Pool, NonNull<u8>) {
@@ -292,7 +297,6 @@ impl Pool {
                 prev: ptr::null_mut(),
                 arena_index,
                 next_offset: (POOL_OVERHEAD + 2 * size) as u32,
-                max_next_offset: (pool_size - size) as u32,
                 owner,
             });
             (Pool(addr.cast()), NonNull::new_unchecked(first))
@@ -313,7 +317,12 @@ impl Pool {
     ///
     /// The pool is empty (`ref_count` 0) with a valid header, nothing else uses it, and its
     /// arena's index is `arena_index`.
-    pub(crate) unsafe fn reuse(self, arena_index: u32, fill: Fill) -> NonNull<u8> {
+    pub(crate) unsafe fn reuse(
+        self,
+        arena_index: u32,
+        pool_size: usize,
+        fill: Fill,
+    ) -> NonNull<u8> {
         let h = self.header();
         // SAFETY: the caller's contract: a valid header of an empty pool, ours alone; its free
         // list holds every carved block, at least two, so the pop finds one.
@@ -323,7 +332,7 @@ impl Pool {
             (*h).next = ptr::null_mut();
             (*h).prev = ptr::null_mut();
             let (block, ran_dry) = self.pop_free();
-            if ran_dry && !self.carve_next(fill) {
+            if ran_dry && !self.carve_next(pool_size, fill) {
                 unreachable!("a pool holds at least two blocks");
             }
             block
@@ -389,7 +398,10 @@ impl Pool {
         let h = self.header();
         // SAFETY: the caller's contract: the block is ours to link.
         unsafe {
-            debug_assert!(self.ref_count() > 0, "free of {block:p} in empty pool {h:p}");
+            debug_assert!(
+                self.ref_count() > 0,
+                "free of {block:p} in empty pool {h:p}"
+            );
             debug_assert_eq!(self.is_marked_full(), (*h).freeblock.is_null());
             let last_free = (*h).freeblock;
             link::write(block.as_ptr(), last_free);
@@ -408,19 +420,19 @@ impl Pool {
     ///
     /// # Safety
     ///
-    /// The pool's free list is empty.
+    /// The pool's free list is empty, and the pool is `pool_size` bytes.
     #[inline(always)]
-    pub(crate) unsafe fn carve_next(self, fill: Fill) -> bool {
+    pub(crate) unsafe fn carve_next(self, pool_size: usize, fill: Fill) -> bool {
         let h = self.header();
         // SAFETY: a valid header; the carved block lies inside the pool because
-        // `next_offset <= max_next_offset = pool_size - block size`.
+        // `next_offset <= pool_size - block size` (CPython's `maxnextoffset`).
         unsafe {
             debug_assert!((*h).freeblock.is_null());
-            if (*h).next_offset > (*h).max_next_offset {
+            let size = block_size((*h).size_class as usize);
+            if (*h).next_offset as usize > pool_size - size {
                 return false;
             }
             let block = h.cast::<u8>().add((*h).next_offset as usize);
-            let size = block_size((*h).size_class as usize);
             (*h).next_offset += size as u32;
             valgrind::make_undefined(block, size);
             fill.apply(block, size);
@@ -482,7 +494,7 @@ impl Pool {
         if class >= NUM_SIZE_CLASSES
             || h.arena_index != arena_index
             || (h.next_offset as usize) < POOL_OVERHEAD
-            || h.max_next_offset as usize != pool_size - block_size(class)
+            || h.next_offset as usize > pool_size
         {
             return Err(format!("pool {:p}: corrupt header {h:?}", self.0));
         }
@@ -550,7 +562,6 @@ static NO_POOL: NoPool = NoPool {
         prev: ptr::null_mut(),
         arena_index: 0,
         next_offset: 0,
-        max_next_offset: 0,
         owner: NO_OWNER,
     },
     link: ptr::null_mut(),
@@ -699,7 +710,7 @@ mod tests {
         // heap does when it runs dry).
         unsafe {
             loop {
-                if pool.first_free().is_null() && !pool.carve_next(Fill::Nothing) {
+                if pool.first_free().is_null() && !pool.carve_next(4096, Fill::Nothing) {
                     break;
                 }
                 blocks.push(pool.pop_free().0);

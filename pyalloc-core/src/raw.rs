@@ -39,7 +39,7 @@ use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::SourceBox;
-use crate::pool::{Pool, PoolList, NO_OWNER};
+use crate::pool::{Owner, Pool, PoolList, NO_OWNER};
 use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
 use crate::valgrind;
@@ -75,8 +75,11 @@ pub(crate) struct UsedPools {
     lists: [PoolList; NUM_SIZE_CLASSES],
     /// The cached empty pool (see the module docs), which holds a unit of the spares budget.
     cached: Option<Pool>,
-    /// The owner number this heap's pools carry ([`NO_OWNER`] for a plain heap).
-    owner: u32,
+    /// Whether this is a thread heap's table: then its address is the owner its pools carry
+    /// (a plain heap's carry [`NO_OWNER`], it may move).
+    thread: bool,
+    /// The thread heap's number in `Global`'s registry (for a block sent home); 0 otherwise.
+    id: u32,
     /// A free reads a block's pool header at `(address & pool_mask) | header_base`: the
     /// heap's pool mask and no base, so the block's pool; for `CLOSED`, no mask and the base
     /// of a stand-in header ([`pool::stand_in`](crate::pool::stand_in)), so no block's memory
@@ -102,7 +105,8 @@ impl UsedPools {
     pub(crate) const CLOSED: UsedPools = UsedPools {
         lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
         cached: None,
-        owner: CLOSED_OWNER,
+        thread: false,
+        id: 0,
         pool_mask: 0,
         header_base: crate::pool::stand_in(),
     };
@@ -111,7 +115,8 @@ impl UsedPools {
         UsedPools {
             lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
             cached: None,
-            owner: NO_OWNER,
+            thread: false,
+            id: 0,
             pool_mask,
             header_base: ptr::null(),
         }
@@ -159,9 +164,11 @@ impl UsedPools {
                 header,
             )))
         };
+        // The owner is this table's address: one comparison with the register that holds
+        // it. The stand-in's is `NO_OWNER`, null, no table's.
         // SAFETY: the header of a pool in use, whose owner nobody writes while the block
         // lives, or the stand-in, never written.
-        if unsafe { pool.owner_shared() } != self.owner {
+        if unsafe { pool.owner_shared() } != ptr::from_ref(self).cast() {
             return Freed::NotMine;
         }
         // SAFETY: the owner test passed, so `pool` is this heap's and `block` a live block
@@ -215,8 +222,19 @@ impl core::ops::IndexMut<usize> for UsedPools {
     }
 }
 
-/// `CLOSED`'s owner: no heap's number (heaps are numbered from 1, far below it).
-const CLOSED_OWNER: u32 = u32::MAX;
+impl UsedPools {
+    /// The registry number of the thread heap that `owner` names.
+    ///
+    /// # Safety
+    ///
+    /// `owner` is the owner of a live pool block of a thread heap (so that heap's table,
+    /// which lives for ever and whose `id` was written before the pool was made).
+    pub(crate) unsafe fn id_of(owner: Owner) -> u32 {
+        let table = owner.cast::<UsedPools>();
+        // SAFETY: the caller's contract; only the constant field is read, by value.
+        unsafe { ptr::addr_of!((*table).id).read() }
+    }
+}
 
 /// What a thread heap knows of the others: its own number (written into each of its pools),
 /// its mailbox (blocks other threads freed), and how to send a block of another heap home.
@@ -229,7 +247,7 @@ pub(crate) struct ThreadLink {
     /// Sends a block of heap `owner` home (the registry lives above this layer).
     ///
     /// Safety contract: the block is a live pool block of thread heap `owner`, given up.
-    pub(crate) send_home: unsafe fn(NonNull<u8>, u32),
+    pub(crate) send_home: unsafe fn(NonNull<u8>, Owner),
     /// Called whenever the heap's gate closes or opens (see [`Gate`]'s `turned`).
     pub(crate) gate_turned: fn(),
 }
@@ -276,10 +294,11 @@ impl RawHeap {
     /// its slow paths, and it sends other heaps' blocks home instead of freeing them. Large
     /// blocks are not counted: they cross threads, and the system allocator frees them.
     pub(crate) fn set_thread(&mut self, link: ThreadLink) {
-        debug_assert!(link.id != NO_OWNER);
+        debug_assert!(link.id != 0);
         debug_assert_eq!(self.arenas.pools().count(), 0, "set before the first pool");
         self.thread = Some(link);
-        self.pools.owner = link.id;
+        self.pools.thread = true;
+        self.pools.id = link.id;
     }
 
     /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: it stays where it
@@ -295,8 +314,13 @@ impl RawHeap {
 
     /// The owner number this heap's pools carry.
     #[inline]
-    fn owner_id(&self) -> u32 {
-        self.pools.owner
+    fn owner_id(&self) -> Owner {
+        // A thread heap does not move once it has pools (it is registered for ever).
+        if self.pools.thread {
+            ptr::from_ref(&self.pools).cast()
+        } else {
+            NO_OWNER
+        }
     }
 
     /// Whether a live pool block is this heap's own (a thread heap's free lists may hold
@@ -390,7 +414,7 @@ impl RawHeap {
         // (CPython's `pymalloc_pool_extend`), and only a pool that is full leaves its list
         // out of line.
         // SAFETY: the pool's free list is empty when `ran_dry`.
-        if ran_dry && !unsafe { pool.carve_next(self.fill) } {
+        if ran_dry && !unsafe { pool.carve_next(self.arenas.pool_size(), self.fill) } {
             self.retire(pool, class);
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
@@ -429,7 +453,10 @@ impl RawHeap {
         let (pool, block) = unsafe {
             let old = Pool::from_addr(taken.pool);
             if taken.dirty && old.is_ready_for(class) {
-                (old, old.reuse(taken.arena_index, self.fill))
+                (
+                    old,
+                    old.reuse(taken.arena_index, self.arenas.pool_size(), self.fill),
+                )
             } else {
                 Pool::init(
                     taken.pool,
@@ -725,7 +752,7 @@ impl RawHeap {
                 // dropped on another thread): it goes home.
                 // SAFETY: a live pool block (routing is by layout) of the default geometry.
                 let owner = unsafe { Pool::owner_of(ptr.as_ptr(), self.arenas.pool_size()) };
-                if owner != thread.id {
+                if owner != self.owner_id() {
                     // SAFETY: a live block of thread heap `owner`, given up by the caller.
                     return unsafe { (thread.send_home)(ptr, owner) };
                 }
@@ -871,7 +898,7 @@ impl RawHeap {
             pool.check(arena_index, pool_size)?;
             if pool.owner() != self.owner_id() {
                 return Err(format!(
-                    "pool {addr:p} names owner {} in heap {}",
+                    "pool {addr:p} names owner {:p} in heap {:p}",
                     pool.owner(),
                     self.owner_id()
                 ));
