@@ -386,15 +386,15 @@ impl Pool {
     }
 
     /// Pushes a freed block on the free list. Returns whether the pool needs its heap's
-    /// attention (it is empty now, or it was full: one sign test, see [`FULL`]), and which:
-    /// whether it was full (its free list was empty).
+    /// attention: it is empty now, or it was full (one sign test, see [`FULL`];
+    /// [`is_marked_full`](Self::is_marked_full) tells which).
     ///
     /// # Safety
     ///
     /// `block` is a live block of this pool, reached with the heap's provenance, and is not
     /// used by anyone afterwards.
     #[inline(always)]
-    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> (bool, bool) {
+    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> bool {
         let h = self.header();
         // SAFETY: the caller's contract: the block is ours to link.
         unsafe {
@@ -403,15 +403,13 @@ impl Pool {
                 "free of {block:p} in empty pool {h:p}"
             );
             debug_assert_eq!(self.is_marked_full(), (*h).freeblock.is_null());
-            let last_free = (*h).freeblock;
-            link::write(block.as_ptr(), last_free);
+            link::write(block.as_ptr(), (*h).freeblock);
             (*h).freeblock = block.as_ptr();
             let refs = (*h).refs.wrapping_sub(1);
             (*h).refs = refs;
-            // Empty (all ones), or full (`FULL` set, see there). Which one is told by the
-            // free list's old head, already in hand, not by `refs`, so the decrement stays
-            // one instruction that nothing reads back.
-            ((refs as i32) < 0, last_free.is_null())
+            // Empty (all ones), or full (`FULL` set, see there). Nothing here reads `refs`
+            // back, so the decrement stays one instruction (`decl` and a sign test).
+            (refs as i32) < 0
         }
     }
 
@@ -725,10 +723,11 @@ mod tests {
         pool.check(7, 4096).unwrap();
         // SAFETY: every block is live in this pool.
         unsafe {
-            assert_eq!(pool.push_free(blocks[3]), (true, true), "the pool was full");
+            assert!(pool.push_free(blocks[3]), "the pool was full");
             assert_eq!(pool.ref_count(), 6);
+            assert!(pool.is_marked_full());
             pool.unmark_full();
-            assert_eq!(pool.push_free(blocks[5]), (false, false));
+            assert!(!pool.push_free(blocks[5]), "neither full nor empty");
             assert_eq!(pool.first_free(), blocks[5].as_ptr());
         }
         assert_eq!(pool.live_blocks().unwrap().len(), 5);

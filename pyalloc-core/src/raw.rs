@@ -22,7 +22,7 @@
 //! ```text
 //! pool ∈ used_pools[c]  ⇔  pool in use, pool.class == c, pool.first_free != null
 //! pool in use, pool.ref_count == 0  ⇒  pool == cached_pool
-//! cached_pool != None  ⇔  arenas.spare_lent
+//! cached_pool != None  ⇔  arenas.spare_lent;   cached_pool is not full
 //! large_count, large_bytes == the number and bytes of live system blocks (0 for a thread
 //!                              heap of `Global`, whose large blocks cross threads uncounted)
 //! arenas.mapped_bytes() + large_bytes <= memory_limit
@@ -193,12 +193,11 @@ impl UsedPools {
             unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
         valgrind::freelike(block.as_ptr());
         // SAFETY: a live block of `pool`, which nobody uses after this free.
-        let (attention, was_full) = unsafe { pool.push_free(block) };
-        if attention {
+        if unsafe { pool.push_free(block) } {
             // Emptied or was full. The cached pool empties on every iteration of an
             // alloc/free loop and stays where it is: tested here, so that loop makes no call
-            // (a full pool, even the cached one, is never empty after one free).
-            if !was_full && self.cached == Some(pool) {
+            // (the cached pool is never full, see `retire`).
+            if self.cached == Some(pool) {
                 return Freed::Done;
             }
             return Freed::Finish(pool);
@@ -421,13 +420,19 @@ impl RawHeap {
         Some(block)
     }
 
-    /// The head pool of `class` is full: it leaves its class's list.
+    /// The head pool of `class` is full: it leaves its class's list. If it was the cached
+    /// pool, it is cached no more (it is far from empty), so the cached pool is never full: a
+    /// free that empties a pool tells the cached one by its address alone.
     #[cold]
     #[inline(never)]
     fn retire(&mut self, pool: Pool, class: usize) {
         // SAFETY: `pool` is the head of `class`'s used list.
         unsafe { self.pools[class].remove(pool) };
         pool.mark_full();
+        if self.pools.cached == Some(pool) {
+            self.pools.cached = None;
+            self.arenas.take_back_spare();
+        }
     }
 
     /// No pool of `class` has a free block: take an empty pool from layer 1.
