@@ -3,23 +3,27 @@
 //! ```text
 //!  thread A            thread B                      registry (never shrinks)
 //!  CURRENT ──▶ heap 2   CURRENT ──▶ heap 3            id 1: the fallback heap (shared, claimed)
-//!              │ pools carry owner 2                  id 2, 3, …: thread heaps
+//!  FAST ──▶ its table   FAST ──▶ its table            id 2, 3, …: thread heaps
+//!              │ pools carry owner "heap 2's table"
 //!              ▼
-//!  B frees a block of A's: reads owner 2 from the block's pool header, posts it to heap 2's
-//!  mailbox; A frees it into its pool on its next slow path (remote.rs).
+//!  B frees a block of A's: reads heap 2's table from the block's pool header, posts the block
+//!  to heap 2's mailbox; A frees it into its pool on its next slow path (remote.rs).
 //! ```
 //!
-//! * **The calling thread's heap** is found through one thread-local pointer, set up on the
-//!   thread's first allocation: a heap abandoned by an exited thread is adopted if there is
+//! * **The calling thread's heap** is found through a thread-local pointer, `CURRENT`, set up
+//!   on the thread's first allocation, and the fast paths read it through another, `FAST`: the
+//!   heap's table of used pools while the heap is running and idle, else a static `CLOSED`
+//!   table on which every fast path fails (so neither pointer is tested on the fast paths). On
+//!   the thread's first request a heap abandoned by an exited thread is adopted if there is
 //!   one, else a new heap is made and registered. The set-up itself allocates (the thread-local
 //!   destructor's registration may call `malloc`): those requests, like every request that
 //!   arrives while the thread's heap is busy in a slow path, or after the thread's heap was
 //!   abandoned at exit, go to the **fallback heap**, a heap anyone may claim for one call.
 //! * **Small requests** (at most 512 bytes, alignment at most 16) come from pools; larger ones
 //!   go straight to the system allocator, as in CPython, and are freed there by any thread.
-//! * **A free** reads the owner number from the block's pool header (the block's address
-//!   masked): the calling thread's own heap frees it on its fast path; any other heap gets it
-//!   in its mailbox.
+//! * **A free** reads the owner from the block's pool header (the block's address masked): the
+//!   address of the owning heap's table. The calling thread's own heap (the one `FAST` points
+//!   at) frees it on its fast path; any other heap gets it in its mailbox.
 //! * **At thread exit** the heap takes its mail, empties its free lists and gives back what it
 //!   can, and is abandoned: a later thread adopts it, and until then every block that comes
 //!   home is freed at once by the thread that sends it, so its arenas go back to the OS as
@@ -88,7 +92,7 @@ const SEGMENT: usize = 256;
 
 type Segment = [AtomicPtr<ThreadHeap>; SEGMENT];
 
-/// Every heap ever made, by number (0 is `NO_OWNER`): two levels, so a heap is found with two
+/// Every heap ever made, by number (0 is no heap's): two levels, so a heap is found with two
 /// loads and the registry costs 2 KiB until threads are made.
 static REGISTRY: [AtomicPtr<Segment>; SEGMENT] =
     [const { AtomicPtr::new(ptr::null_mut()) }; SEGMENT];
@@ -145,7 +149,8 @@ enum Phase {
 
 thread_local! {
     /// The calling thread's heap while it is running; null before, during set-up and after
-    /// exit. A `const` thread-local without a destructor: reading it is one load.
+    /// exit. A `const` thread-local without a destructor: reading it is one load. (The fast
+    /// paths read `FAST` and `HEADS` instead, which need no null test.)
     static CURRENT: Cell<*const ThreadHeap> = const { Cell::new(ptr::null()) };
     static PHASE: Cell<Phase> = const { Cell::new(Phase::Fresh) };
     /// Whether this thread holds the fallback heap: a request now runs within that hold (the
@@ -196,7 +201,8 @@ thread_local! {
     static HEADS: Cell<NonNull<ListHead>> = const { Cell::new(sentinel()) };
 }
 
-/// The calling thread's running heap, if any (the fast paths' one load).
+/// The calling thread's running heap, if any (the cold paths' look-up; the fast paths read
+/// `FAST` and `HEADS`).
 #[inline(always)]
 fn current() -> Option<&'static ThreadHeap> {
     let heap = CURRENT.get();

@@ -858,8 +858,8 @@ impl Heap {
         layout.size().wrapping_sub(1) < self.gate.fast_limit() && layout.align() <= ALIGNMENT
     }
 
-    /// The table `Global`'s fast paths read (see [`UsedPools`]): its address is fixed for the
-    /// heap's life. Read through it only while the gate is open, on the thread using the heap,
+    /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: fixed once the
+    /// heap stays in place (as a registered thread heap does). Read through it only while the gate is open, on the thread using the heap,
     /// calling nothing out and not panicking (as a fast path borrows the core).
     pub(crate) fn used_pools(&self) -> *const UsedPools {
         // SAFETY: the core lives as long as `self`; no reference to it is made.

@@ -6,7 +6,9 @@
 //! the [`Gate`] that every call out of here (to the arena source) closes.
 //!
 //! The fast paths are [`RawHeap::alloc_block`] and [`RawHeap::free_block`]: one list pop or
-//! push and one well-predicted test each. Everything else (a pool running dry or filling up,
+//! push and one well-predicted test each; `Global`'s are [`UsedPools::try_alloc`] and
+//! [`UsedPools::try_free`], on the part of the heap they read (its used pools), which call
+//! nothing at all. Everything else (a pool running dry or filling up,
 //! a pool emptying, a new arena) is in `#[cold]` functions below them. Nothing on the fast
 //! path counts anything: the statistics are derived by walking the structures on demand, as
 //! CPython does since bpo-37537.
@@ -46,8 +48,9 @@ use crate::valgrind;
 
 /// Layers 0–2 of one heap.
 pub(crate) struct RawHeap {
-    /// The used pools of each class, the cached pool and the owner number: all the fast paths
-    /// read, in one place that `Global` reaches through a thread-local pointer.
+    /// The used pools of each class and the cached pool: all the fast paths read, in one
+    /// place that `Global` reaches through a thread-local pointer (and whose address is the
+    /// owner a thread heap's pools carry).
     pools: UsedPools,
     /// `!(pool_size - 1)`: masks a block's address down to its pool.
     pool_mask: usize,
@@ -239,7 +242,7 @@ impl UsedPools {
 /// its mailbox (blocks other threads freed), and how to send a block of another heap home.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ThreadLink {
-    /// This heap's number in the registry of thread heaps (never [`NO_OWNER`]).
+    /// This heap's number in the registry of thread heaps (never 0).
     pub(crate) id: u32,
     /// Blocks of this heap freed by other threads.
     pub(crate) mailbox: &'static Mailbox,
@@ -311,7 +314,8 @@ impl RawHeap {
         unsafe { &raw const (*heap).pools }
     }
 
-    /// The owner number this heap's pools carry.
+    /// The owner this heap's pools carry: its table's address for a thread heap (which is
+    /// never moved once registered), else [`NO_OWNER`].
     #[inline]
     fn owner_id(&self) -> Owner {
         // A thread heap does not move once it has pools (it is registered for ever).
