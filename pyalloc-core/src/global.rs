@@ -86,6 +86,10 @@ struct ThreadHeap {
 // before the next holder's reads. `id` never changes; `mailbox` is atomic.
 unsafe impl Sync for ThreadHeap {}
 
+/// Where a thread heap's table (`UsedPools`) lies in it: a block's pool names its owner by
+/// the table's address.
+const TABLE_OFFSET: usize = core::mem::offset_of!(ThreadHeap, heap) + Heap::USED_POOLS_OFFSET;
+
 /// Heaps per registry segment, and segments: at most 65,536 heaps hold pools at once (threads
 /// beyond that run on the fallback heap).
 const SEGMENT: usize = 256;
@@ -297,6 +301,9 @@ fn create() -> Option<&'static ThreadHeap> {
         &*memory
     };
     debug_assert_eq!(heap.heap.config().pool_size, DEFAULT_POOL_SIZE);
+    debug_assert_eq!(heap.heap.used_pools().addr(), memory.addr() + TABLE_OFFSET);
+    // For `send_home`, which finds the heap from its table's address.
+    let _ = memory.expose_provenance();
     // Release: a thread that finds the heap by number sees it whole.
     slot.store(memory, Ordering::Release);
     Some(heap)
@@ -426,9 +433,12 @@ unsafe fn release_claimed(heap: &ThreadHeap) {
 #[cold]
 #[inline(never)]
 unsafe fn send_home(block: NonNull<u8>, owner: Owner) {
-    // SAFETY: the caller's contract: the owner of a live block of a thread heap.
-    let id = unsafe { UsedPools::id_of(owner) };
-    let heap = heap_by_id(id).expect("a block's owner is a registered heap");
+    // The owner is the address of the heap's table, `TABLE_OFFSET` into the heap, which
+    // `create` exposed: the heap is reached through that provenance, without touching its core
+    // (which its owner may be using).
+    // SAFETY: the caller's contract: the owner of a live block of a thread heap, a registered
+    // heap (never freed) of which only the shared parts are used here.
+    let heap = unsafe { &*ptr::with_exposed_provenance::<ThreadHeap>(owner - TABLE_OFFSET) };
     // The link is written through the arena's provenance (exposed when it was mapped), not the
     // caller's pointer, which may cover fewer bytes than a link (a one-byte `Box<str>`).
     // SAFETY: a pool block's address is non-null.

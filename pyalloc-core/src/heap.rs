@@ -858,6 +858,12 @@ impl Heap {
         layout.size().wrapping_sub(1) < self.gate.fast_limit() && layout.align() <= ALIGNMENT
     }
 
+    /// Where [`used_pools`](Self::used_pools) lies in a heap (an `UnsafeCell` is laid out as
+    /// what it holds).
+    pub(crate) const USED_POOLS_OFFSET: usize = core::mem::offset_of!(Heap, core)
+        + core::mem::offset_of!(Core, raw)
+        + RawHeap::USED_POOLS_OFFSET;
+
     /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: fixed once the
     /// heap stays in place (as a registered thread heap does). Read through it only while the gate is open, on the thread using the heap,
     /// calling nothing out and not panicking (as a fast path borrows the core).

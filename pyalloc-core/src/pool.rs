@@ -71,13 +71,13 @@ struct PoolHeader {
     owner: Owner,
 }
 
-/// Who owns a pool: the address of the owning thread heap's fast-path table (an opaque token
-/// to this layer, see `raw::UsedPools`), which a free compares with the table it holds in a
-/// register, one instruction; or [`NO_OWNER`].
-pub(crate) type Owner = *const ();
+/// Who owns a pool: the address of the owning thread heap's fast-path table (a number to this
+/// layer, see `raw::UsedPools`; an address, never dereferenced as a pointer of its own), which
+/// a free compares with the table it holds in a register, one instruction; or [`NO_OWNER`].
+pub(crate) type Owner = usize;
 
 /// The owner of a plain `Heap`'s pools: no thread heap.
-pub(crate) const NO_OWNER: Owner = ptr::null();
+pub(crate) const NO_OWNER: Owner = 0;
 
 /// The top bit of `refs`, set while the pool is full (CPython tests `freeblock` for that after a
 /// free, a second test). With the count kept less one, a free finds the decremented `refs`

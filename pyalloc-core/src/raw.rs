@@ -81,8 +81,6 @@ pub(crate) struct UsedPools {
     /// Whether this is a thread heap's table: then its address is the owner its pools carry
     /// (a plain heap's carry [`NO_OWNER`], it may move).
     thread: bool,
-    /// The thread heap's number in `Global`'s registry (for a block sent home); 0 otherwise.
-    id: u32,
     /// A free reads a block's pool header at `(address & pool_mask) | header_base`: the
     /// heap's pool mask and no base, so the block's pool; for `CLOSED`, no mask and the base
     /// of a stand-in header ([`pool::stand_in`](crate::pool::stand_in)), so no block's memory
@@ -109,7 +107,6 @@ impl UsedPools {
         lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
         cached: None,
         thread: false,
-        id: 0,
         pool_mask: 0,
         header_base: crate::pool::stand_in(),
     };
@@ -119,7 +116,6 @@ impl UsedPools {
             lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
             cached: None,
             thread: false,
-            id: 0,
             pool_mask,
             header_base: ptr::null(),
         }
@@ -168,10 +164,10 @@ impl UsedPools {
             )))
         };
         // The owner is this table's address: one comparison with the register that holds
-        // it. The stand-in's is `NO_OWNER`, null, no table's.
+        // it. The stand-in's is `NO_OWNER`, 0, no table's.
         // SAFETY: the header of a pool in use, whose owner nobody writes while the block
         // lives, or the stand-in, never written.
-        if unsafe { pool.owner_shared() } != ptr::from_ref(self).cast() {
+        if unsafe { pool.owner_shared() } != ptr::from_ref(self).addr() {
             return Freed::NotMine;
         }
         // SAFETY: the owner test passed, so `pool` is this heap's and `block` a live block
@@ -221,20 +217,6 @@ impl core::ops::IndexMut<usize> for UsedPools {
     #[inline(always)]
     fn index_mut(&mut self, class: usize) -> &mut PoolList {
         &mut self.lists[class]
-    }
-}
-
-impl UsedPools {
-    /// The registry number of the thread heap that `owner` names.
-    ///
-    /// # Safety
-    ///
-    /// `owner` is the owner of a live pool block of a thread heap (so that heap's table,
-    /// which lives for ever and whose `id` was written before the pool was made).
-    pub(crate) unsafe fn id_of(owner: Owner) -> u32 {
-        let table = owner.cast::<UsedPools>();
-        // SAFETY: the caller's contract; only the constant field is read, by value.
-        unsafe { ptr::addr_of!((*table).id).read() }
     }
 }
 
@@ -300,8 +282,10 @@ impl RawHeap {
         debug_assert_eq!(self.arenas.pools().count(), 0, "set before the first pool");
         self.thread = Some(link);
         self.pools.thread = true;
-        self.pools.id = link.id;
     }
+
+    /// Where [`used_pools`](Self::used_pools) lies in a raw heap.
+    pub(crate) const USED_POOLS_OFFSET: usize = core::mem::offset_of!(RawHeap, pools);
 
     /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: it stays where it
     /// is for the heap's life.
@@ -320,7 +304,7 @@ impl RawHeap {
     fn owner_id(&self) -> Owner {
         // A thread heap does not move once it has pools (it is registered for ever).
         if self.pools.thread {
-            ptr::from_ref(&self.pools).cast()
+            ptr::from_ref(&self.pools).addr()
         } else {
             NO_OWNER
         }
@@ -907,7 +891,7 @@ impl RawHeap {
             pool.check(arena_index, pool_size)?;
             if pool.owner() != self.owner_id() {
                 return Err(format!(
-                    "pool {addr:p} names owner {:p} in heap {:p}",
+                    "pool {addr:p} names owner {:#x} in heap {:#x}",
                     pool.owner(),
                     self.owner_id()
                 ));
