@@ -11,7 +11,10 @@
 //!   anyway (it routes large and zero-sized requests); closing the gate sets the limit to 0,
 //!   so a re-entrant call falls into the slow path at no cost to the fast one;
 //! * the slow path asks [`Gate::is_closed`] before it borrows the core, and a re-entrant call
-//!   is refused there (an `AllocError`, or a free deferred until the gate opens), never aliased.
+//!   is refused there (an `AllocError`, or a free deferred until the gate opens), never aliased;
+//! * `Global`'s fast paths test no limit: they read the thread heap through a thread-local
+//!   pointer, which a thread heap's gate points away from the heap while it is closed (the
+//!   gate calls `Global` back whenever it closes or opens), so they fail there at no cost.
 //!
 //! The gate is closed around every call out of the core (the arena source) and around every
 //! slow-path operation as a whole; the fast paths call nothing out and cannot panic, so they
@@ -36,6 +39,11 @@ pub(crate) struct Gate {
     open_limit: usize,
     /// Whether the core is borrowed by a slow path or a call out is under way.
     closed: Cell<bool>,
+    /// Called after the gate closes and after it opens again (not on nested closes): a thread
+    /// heap of `Global` points the thread's fast-path pointer away from its heap while the
+    /// gate is closed (see `global.rs`), which is how `Global`'s fast paths, which do not
+    /// test the limit above, keep out of a busy core.
+    turned: Option<fn()>,
 }
 
 impl Gate {
@@ -45,6 +53,19 @@ impl Gate {
             fast_limit: Cell::new(open_limit),
             open_limit,
             closed: Cell::new(false),
+            turned: None,
+        }
+    }
+
+    /// Sets the function called whenever the gate closes or opens (see the field).
+    pub(crate) fn set_turned(&mut self, turned: fn()) {
+        self.turned = Some(turned);
+    }
+
+    #[inline]
+    fn turn(&self) {
+        if let Some(turned) = self.turned {
+            turned();
         }
     }
 
@@ -80,6 +101,7 @@ impl Gate {
                 self.gate.closed.set(self.was_closed);
                 if !self.was_closed {
                     self.gate.fast_limit.set(self.gate.open_limit);
+                    self.gate.turn();
                 }
             }
         }
@@ -88,6 +110,9 @@ impl Gate {
             was_closed: self.closed.replace(true),
         };
         self.fast_limit.set(0);
+        if !_reopen.was_closed {
+            self.turn();
+        }
         f()
     }
 }

@@ -3,23 +3,27 @@
 //! ```text
 //!  thread A            thread B                      registry (never shrinks)
 //!  CURRENT ──▶ heap 2   CURRENT ──▶ heap 3            id 1: the fallback heap (shared, claimed)
-//!              │ pools carry owner 2                  id 2, 3, …: thread heaps
+//!  FAST ──▶ its table   FAST ──▶ its table            id 2, 3, …: thread heaps
+//!              │ pools carry owner "heap 2's table"
 //!              ▼
-//!  B frees a block of A's: reads owner 2 from the block's pool header, posts it to heap 2's
-//!  mailbox; A frees it into its pool on its next slow path (remote.rs).
+//!  B frees a block of A's: reads heap 2's table from the block's pool header, posts the block
+//!  to heap 2's mailbox; A frees it into its pool on its next slow path (remote.rs).
 //! ```
 //!
-//! * **The calling thread's heap** is found through one thread-local pointer, set up on the
-//!   thread's first allocation: a heap abandoned by an exited thread is adopted if there is
+//! * **The calling thread's heap** is found through a thread-local pointer, `CURRENT`, set up
+//!   on the thread's first allocation, and the fast paths read it through another, `FAST`: the
+//!   heap's table of used pools while the heap is running and idle, else a static `CLOSED`
+//!   table on which every fast path fails (so neither pointer is tested on the fast paths). On
+//!   the thread's first request a heap abandoned by an exited thread is adopted if there is
 //!   one, else a new heap is made and registered. The set-up itself allocates (the thread-local
 //!   destructor's registration may call `malloc`): those requests, like every request that
 //!   arrives while the thread's heap is busy in a slow path, or after the thread's heap was
 //!   abandoned at exit, go to the **fallback heap**, a heap anyone may claim for one call.
 //! * **Small requests** (at most 512 bytes, alignment at most 16) come from pools; larger ones
 //!   go straight to the system allocator, as in CPython, and are freed there by any thread.
-//! * **A free** reads the owner number from the block's pool header (the block's address
-//!   masked): the calling thread's own heap frees it on its fast path; any other heap gets it
-//!   in its mailbox.
+//! * **A free** reads the owner from the block's pool header (the block's address masked): the
+//!   address of the owning heap's table. The calling thread's own heap (the one `FAST` points
+//!   at) frees it on its fast path; any other heap gets it in its mailbox.
 //! * **At thread exit** the heap takes its mail, empties its free lists and gives back what it
 //!   can, and is abandoned: a later thread adopts it, and until then every block that comes
 //!   home is freed at once by the thread that sends it, so its arenas go back to the OS as
@@ -41,10 +45,10 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use crate::config::{HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD};
 use crate::free_list::{head_at, sentinel, FreeListId, FreeListed, ListHead, ListSpec};
 use crate::heap::{Heap, TrimReport};
-use crate::pool::Pool;
-use crate::raw::{dangling, slice, ThreadLink};
+use crate::pool::{expose_stand_in, Owner, Pool};
+use crate::raw::{dangling, slice, Freed, ThreadLink, UsedPools};
 use crate::remote::{Mailbox, Posted};
-use crate::size_class::block_size;
+use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
 
 /// The global allocator: `#[global_allocator] static GLOBAL: pyalloc::Global = pyalloc::Global;`
@@ -82,13 +86,17 @@ struct ThreadHeap {
 // before the next holder's reads. `id` never changes; `mailbox` is atomic.
 unsafe impl Sync for ThreadHeap {}
 
+/// Where a thread heap's table (`UsedPools`) lies in it: a block's pool names its owner by
+/// the table's address.
+const TABLE_OFFSET: usize = core::mem::offset_of!(ThreadHeap, heap) + Heap::USED_POOLS_OFFSET;
+
 /// Heaps per registry segment, and segments: at most 65,536 heaps hold pools at once (threads
 /// beyond that run on the fallback heap).
 const SEGMENT: usize = 256;
 
 type Segment = [AtomicPtr<ThreadHeap>; SEGMENT];
 
-/// Every heap ever made, by number (0 is `NO_OWNER`): two levels, so a heap is found with two
+/// Every heap ever made, by number (0 is no heap's): two levels, so a heap is found with two
 /// loads and the registry costs 2 KiB until threads are made.
 static REGISTRY: [AtomicPtr<Segment>; SEGMENT] =
     [const { AtomicPtr::new(ptr::null_mut()) }; SEGMENT];
@@ -145,7 +153,8 @@ enum Phase {
 
 thread_local! {
     /// The calling thread's heap while it is running; null before, during set-up and after
-    /// exit. A `const` thread-local without a destructor: reading it is one load.
+    /// exit. A `const` thread-local without a destructor: reading it is one load. (The fast
+    /// paths read `FAST` and `HEADS` instead, which need no null test.)
     static CURRENT: Cell<*const ThreadHeap> = const { Cell::new(ptr::null()) };
     static PHASE: Cell<Phase> = const { Cell::new(Phase::Fresh) };
     /// Whether this thread holds the fallback heap: a request now runs within that hold (the
@@ -153,6 +162,39 @@ thread_local! {
     static HOLDS_FALLBACK: Cell<bool> = const { Cell::new(false) };
     /// Abandons the thread's heap when the thread exits.
     static EXIT: ThreadExit = const { ThreadExit };
+    /// What the fast paths read: the table of `CURRENT`'s heap while that heap's gate is open,
+    /// else [`CLOSED`] (no heap yet, set-up, a slow path of the heap under way, exit, debug
+    /// mode). Never null, so the fast paths test nothing but what they test anyway: every
+    /// test fails on `CLOSED`. Kept so by [`refresh_fast`].
+    static FAST: Cell<*const UsedPools> = const { Cell::new(&CLOSED.0) };
+}
+
+/// The table of no heap ([`UsedPools::CLOSED`]).
+struct Closed(UsedPools);
+
+// SAFETY: never written (a fast path on it fails before any write: see `UsedPools::CLOSED`),
+// and nothing in it is a cell; its pointers lead only to the never-written stand-in pool.
+unsafe impl Sync for Closed {}
+
+static CLOSED: Closed = Closed(UsedPools::CLOSED);
+
+/// Points `FAST` at `CURRENT`'s heap's table if there is one and its gate is open, else at
+/// `CLOSED`. Called whenever `CURRENT` changes, and by every thread heap's gate when it
+/// closes or opens (whichever heap's gate it is: the result depends only on `CURRENT`'s).
+fn refresh_fast() {
+    let heap = CURRENT.get();
+    let table = if heap.is_null() {
+        &CLOSED.0
+    } else {
+        // SAFETY: registered heaps are never freed; `CURRENT` holds one the thread owns.
+        let heap = unsafe { &*heap };
+        if heap.heap.is_busy() {
+            &CLOSED.0
+        } else {
+            heap.heap.used_pools()
+        }
+    };
+    FAST.set(table);
 }
 
 thread_local! {
@@ -163,7 +205,8 @@ thread_local! {
     static HEADS: Cell<NonNull<ListHead>> = const { Cell::new(sentinel()) };
 }
 
-/// The calling thread's running heap, if any (the fast paths' one load).
+/// The calling thread's running heap, if any (the cold paths' look-up; the fast paths read
+/// `FAST` and `HEADS`).
 #[inline(always)]
 fn current() -> Option<&'static ThreadHeap> {
     let heap = CURRENT.get();
@@ -196,6 +239,7 @@ fn current_or_start() -> Option<&'static ThreadHeap> {
     }
     CURRENT.set(heap);
     HEADS.set(heap.heap.heads());
+    refresh_fast();
     PHASE.set(Phase::Running);
     Some(heap)
 }
@@ -245,6 +289,7 @@ fn create() -> Option<&'static ThreadHeap> {
             id,
             mailbox: &*ptr::addr_of!((*memory).mailbox),
             send_home,
+            gate_turned: refresh_fast,
         };
         match Heap::for_thread(HeapConfig::new().debug(debug_mode()), link) {
             Ok(heap) => ptr::addr_of_mut!((*memory).heap).write(heap),
@@ -256,6 +301,9 @@ fn create() -> Option<&'static ThreadHeap> {
         &*memory
     };
     debug_assert_eq!(heap.heap.config().pool_size, DEFAULT_POOL_SIZE);
+    debug_assert_eq!(heap.heap.used_pools().addr(), memory.addr() + TABLE_OFFSET);
+    // For `send_home`, which finds the heap from its table's address.
+    let _ = memory.expose_provenance();
     // Release: a thread that finds the heap by number sees it whole.
     slot.store(memory, Ordering::Release);
     Some(heap)
@@ -384,8 +432,13 @@ unsafe fn release_claimed(heap: &ThreadHeap) {
 /// `block` is a live pool block of heap `owner`, given up by the caller.
 #[cold]
 #[inline(never)]
-unsafe fn send_home(block: NonNull<u8>, owner: u32) {
-    let heap = heap_by_id(owner).expect("a block's owner is a registered heap");
+unsafe fn send_home(block: NonNull<u8>, owner: Owner) {
+    // The owner is the address of the heap's table, `TABLE_OFFSET` into the heap, which
+    // `create` exposed: the heap is reached through that provenance, without touching its core
+    // (which its owner may be using).
+    // SAFETY: the caller's contract: the owner of a live block of a thread heap, a registered
+    // heap (never freed) of which only the shared parts are used here.
+    let heap = unsafe { &*ptr::with_exposed_provenance::<ThreadHeap>(owner - TABLE_OFFSET) };
     // The link is written through the arena's provenance (exposed when it was mapped), not the
     // caller's pointer, which may cover fewer bytes than a link (a one-byte `Box<str>`).
     // SAFETY: a pool block's address is non-null.
@@ -420,6 +473,7 @@ impl Drop for ThreadExit {
         let heap = CURRENT.replace(ptr::null());
         // Slots dropped from now on go to the fallback paths, not to a heap being abandoned.
         HEADS.set(sentinel());
+        refresh_fast();
         PHASE.set(Phase::Detached);
         if !heap.is_null() {
             // SAFETY: registered heaps are never freed; this thread owned it until now.
@@ -434,12 +488,23 @@ fn is_pooled(layout: Layout) -> bool {
     layout.size() <= SMALL_REQUEST_THRESHOLD && layout.align() <= ALIGNMENT
 }
 
+/// Whether `layout` may take a fast path: pooled and not zero-sized. A constant for a constant
+/// layout (`Box::new`): the heap's state is in the table `FAST` points at, not in a limit.
+#[inline(always)]
+fn takes_fast_path(layout: Layout) -> bool {
+    layout.size().wrapping_sub(1) < SMALL_REQUEST_THRESHOLD && layout.align() <= ALIGNMENT
+}
+
 impl Global {
     /// A block for `layout` (non-zero), or null: the fast path is the thread's heap's.
     #[inline(always)]
     fn alloc_block(layout: Layout) -> *mut u8 {
-        if let Some(heap) = current() {
-            if let Some(block) = heap.heap.alloc_fast(layout) {
+        if takes_fast_path(layout) {
+            // SAFETY: `FAST` is `CLOSED` or the table of this thread's heap with its gate open
+            // (see `FAST`), which this pop may use as a fast path borrows the core: it calls
+            // nothing and does not panic; the class of 1 to 512 bytes is below 32.
+            let block = unsafe { (*FAST.get()).try_alloc(class_of(layout.size())) };
+            if let Some(block) = block {
                 return block.as_ptr();
             }
         }
@@ -451,6 +516,8 @@ impl Global {
     #[cold]
     #[inline(never)]
     fn alloc_cold(layout: Layout) -> *mut u8 {
+        // Before any block exists: a free on `CLOSED` reads the stand-in pool's header.
+        expose_stand_in();
         if debug_mode() {
             let served = with_fallback(|heap| heap.allocate(layout).ok()).flatten();
             return served.map_or(ptr::null_mut(), |b| b.cast::<u8>().as_ptr());
@@ -473,14 +540,21 @@ impl Global {
     /// `ptr` is a live block from `alloc_block` for `layout`.
     #[inline(always)]
     unsafe fn dealloc_block(ptr: NonNull<u8>, layout: Layout) {
-        if let Some(heap) = current() {
-            // The size test first: only a pool block has a pool header to read.
-            if heap.heap.takes_fast_path(layout)
-                // SAFETY: a small layout is a live pool block of the default geometry.
-                && unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) } == heap.id
-            {
-                // SAFETY: the fast-path test passed just now; a live block of this heap.
-                return unsafe { heap.heap.free_fast(ptr) };
+        // The size test first: outside debug mode, a small layout's block is a pool block, with
+        // a pool header to read (in debug mode `FAST` is `CLOSED`, which reads none).
+        if takes_fast_path(layout) {
+            // SAFETY: `FAST` is `CLOSED` or the table of this thread's heap with its gate open
+            // (see `FAST`), used as a fast path borrows the core; the caller's block is a live
+            // pool block of some heap, given up (or, in debug mode, any pointer: `CLOSED`
+            // reads only its stand-in header).
+            match unsafe { (*FAST.get()).try_free(ptr) } {
+                Freed::Done => return,
+                Freed::Finish(pool) => {
+                    // SAFETY: `Finish` comes only from the table of this thread's running
+                    // heap, whose gate is open (see `FAST`), and nothing ran since.
+                    return unsafe { (*CURRENT.get()).heap.finish_free(pool) };
+                }
+                Freed::NotMine => {}
             }
         }
         // SAFETY: forwarded contract.

@@ -24,9 +24,7 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::config::{
-    ConfigError, HeapConfig, ALIGNMENT, DEFAULT_POOL_SIZE, SMALL_REQUEST_THRESHOLD,
-};
+use crate::config::{ConfigError, HeapConfig, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
 use crate::debug::{DebugError, DebugLayer, Misuse};
 use crate::free_list::{
     head_at, sentinel, FreeListId, FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId,
@@ -35,7 +33,8 @@ use crate::free_list::{
 use crate::gate::Gate;
 use crate::meta::{Meta, MetaBox};
 use crate::os::{boxed_source, default_source, ArenaSource, SourceBox};
-use crate::raw::{slice, RawHeap, ThreadLink};
+use crate::pool::Pool;
+use crate::raw::{slice, RawHeap, ThreadLink, UsedPools};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
 
@@ -353,6 +352,7 @@ impl Heap {
     pub(crate) fn for_thread(config: HeapConfig, link: ThreadLink) -> Result<Self, ConfigError> {
         let mut heap = Self::with_config(config)?;
         heap.core.get_mut().raw.set_thread(link);
+        heap.gate.set_turned(link.gate_turned);
         heap.abort_on_misuse = true;
         Ok(heap)
     }
@@ -858,38 +858,32 @@ impl Heap {
         layout.size().wrapping_sub(1) < self.gate.fast_limit() && layout.align() <= ALIGNMENT
     }
 
-    /// `Global`'s allocation fast path: a pool block, or `None` for the caller's slow path
-    /// (the fast path is closed, the request is not small, or the class's pool needs more than
-    /// a pop: see [`RawHeap::try_alloc_block`]).
-    #[inline(always)]
-    pub(crate) fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
-        if !self.takes_fast_path(layout) {
-            return None;
-        }
-        // SAFETY: the fast-path test passed, so the gate is open; `try_alloc_block` calls
-        // nothing and does not panic.
-        unsafe { self.core_fast() }
-            .raw
-            .try_alloc_block(class_of(layout.size()))
+    /// Where [`used_pools`](Self::used_pools) lies in a heap (an `UnsafeCell` is laid out as
+    /// what it holds).
+    pub(crate) const USED_POOLS_OFFSET: usize = core::mem::offset_of!(Heap, core)
+        + core::mem::offset_of!(Core, raw)
+        + RawHeap::USED_POOLS_OFFSET;
+
+    /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: fixed once the
+    /// heap stays in place (as a registered thread heap does). Read through it only while the gate is open, on the thread using the heap,
+    /// calling nothing out and not panicking (as a fast path borrows the core).
+    pub(crate) fn used_pools(&self) -> *const UsedPools {
+        // SAFETY: the core lives as long as `self`; no reference to it is made.
+        unsafe { RawHeap::used_pools(&raw const (*self.core.get()).raw) }
     }
 
-    /// `Global`'s free fast path, after [`takes_fast_path`](Self::takes_fast_path) passed, for
-    /// a heap of the default geometry.
+    /// Finishes a free that `Global`'s fast path began on this heap's table
+    /// ([`Freed::Finish`](crate::raw::Freed::Finish)).
     ///
     /// # Safety
     ///
-    /// `takes_fast_path(layout)` returned `true` with nothing run on this heap since, and `ptr`
-    /// is a live block of this heap's pools.
-    #[inline(always)]
-    pub(crate) unsafe fn free_fast(&self, ptr: NonNull<u8>) {
-        const MASK: usize = !(DEFAULT_POOL_SIZE - 1);
-        // SAFETY: the caller's contract: the gate is open and the block is ours; `Global`'s
-        // heaps have the default geometry.
-        unsafe {
-            self.core_fast()
-                .raw
-                .free_block_masked(ptr, MASK, &self.gate)
-        }
+    /// The gate is open, and [`UsedPools::try_free`] on this heap's table returned
+    /// `Finish(pool)` just now on this thread, with nothing run on the heap since.
+    #[inline(never)]
+    pub(crate) unsafe fn finish_free(&self, pool: Pool) {
+        // SAFETY: the caller's contract: the gate is open; `finish_free` calls out only
+        // through the gate and does not panic.
+        unsafe { self.core_fast().raw.finish_free(pool, &self.gate) }
     }
 
     #[cold]

@@ -12,7 +12,8 @@
 //!
 //! A block's pool is its address masked by `!(pool_size - 1)`. Blocks are carved lazily:
 //! `next_offset` is the first never-used block, and only the block about to be handed out is
-//! written (CPython's `nextoffset`/`maxnextoffset`). Freed blocks form a singly linked LIFO list
+//! written (CPython's `nextoffset`; its `maxnextoffset` is derived from the pool size here, so
+//! the header has room for an owner the size of a pointer). Freed blocks form a singly linked LIFO list
 //! through their first word ([`link`](crate::link)), headed by `freeblock`.
 //!
 //! ## States and invariants
@@ -23,8 +24,9 @@
 //!   list as the heap's one cached empty pool).
 //!
 //! ```text
-//! POOL_OVERHEAD <= next_offset <= max_next_offset + block size == pool_size - tail
+//! POOL_OVERHEAD <= next_offset <= pool_size - tail   (tail: what is left after the last block)
 //! carved == (next_offset - POOL_OVERHEAD) / block size == ref_count + #free list
+//! full  ⇔  FULL marked in the header's count (see `FULL`)
 //! ```
 //!
 //! [`Pool`] is a typed handle to a header, in the way hashbrown's `Bucket<T>` names the raw
@@ -44,8 +46,10 @@ use crate::valgrind;
 #[repr(C)]
 #[derive(Debug)]
 struct PoolHeader {
-    /// Blocks handed out and not yet freed (CPython's `ref.count`).
-    ref_count: u32,
+    /// Blocks handed out and not yet freed (CPython's `ref.count`) less one, so all ones
+    /// (`EMPTY_REFS`) when none is; with [`FULL`] set while the pool is full. Read it through
+    /// [`Pool::ref_count`].
+    refs: u32,
     /// The size class every block of this pool belongs to (CPython's `szidx`).
     size_class: u32,
     /// Head of the free-block list; null when every carved block is live.
@@ -58,18 +62,31 @@ struct PoolHeader {
     arena_index: u32,
     /// Offset of the first never-used block (CPython's `nextoffset`).
     next_offset: u32,
-    /// Largest offset a block may start at (CPython's `maxnextoffset`).
-    max_next_offset: u32,
     /// The thread heap whose arena holds this pool ([`NO_OWNER`] for a plain `Heap`): what a
-    /// thread freeing a block of another thread's heap reads to send it home. Written once,
-    /// when the pool is initialised, before any of its blocks is handed out, and constant
-    /// while the pool is in use (an arena belongs to one heap for life). It fills what was
-    /// padding in CPython's layout.
-    owner: u32,
+    /// free compares with the freeing thread's heap, and what a thread freeing a block of
+    /// another thread's heap reads to send it home. Written once, when the pool is
+    /// initialised, before any of its blocks is handed out, and constant while the pool is in
+    /// use (an arena belongs to one heap for life). It takes the place of CPython's
+    /// `maxnextoffset` and padding.
+    owner: Owner,
 }
 
+/// Who owns a pool: the address of the owning thread heap's fast-path table (a number to this
+/// layer, see `raw::UsedPools`; an address, never dereferenced as a pointer of its own), which
+/// a free compares with the table it holds in a register, one instruction; or [`NO_OWNER`].
+pub(crate) type Owner = usize;
+
 /// The owner of a plain `Heap`'s pools: no thread heap.
-pub(crate) const NO_OWNER: u32 = 0;
+pub(crate) const NO_OWNER: Owner = 0;
+
+/// The top bit of `refs`, set while the pool is full (CPython tests `freeblock` for that after a
+/// free, a second test). With the count kept less one, a free finds the decremented `refs`
+/// negative both when the pool emptied (all ones) and when it was full (`FULL` set, and a full
+/// pool keeps a block after one free), and tests the sign alone for the two.
+const FULL: u32 = 1 << 31;
+
+/// `refs` of a pool with no live block.
+const EMPTY_REFS: u32 = u32::MAX;
 
 /// Bytes at the start of a pool taken by its header, rounded up so blocks stay aligned.
 pub(crate) const POOL_OVERHEAD: usize =
@@ -82,6 +99,8 @@ const_assert!(core::mem::align_of::<PoolHeader>() <= ALIGNMENT);
 // The smallest pool holds at least two blocks of the largest class, so a freshly carved pool
 // always has a second block to put on its free list, and a full pool never empties in one free.
 const_assert!(MIN_POOL_SIZE - POOL_OVERHEAD >= 2 * SMALL_REQUEST_THRESHOLD);
+// A count of blocks never reaches the `FULL` bit: a pool is at most an arena.
+const_assert!((crate::config::MAX_ARENA_SIZE / ALIGNMENT) < FULL as usize);
 
 /// Blocks of class `class` in a pool of `pool_size` bytes.
 #[inline]
@@ -131,12 +150,42 @@ impl Pool {
     #[inline(always)]
     pub(crate) fn ref_count(self) -> usize {
         // SAFETY: as in `class`.
-        unsafe { (*self.header()).ref_count as usize }
+        let refs = unsafe { (*self.header()).refs };
+        if refs == EMPTY_REFS {
+            0
+        } else {
+            (refs & !FULL) as usize + 1
+        }
+    }
+
+    /// Whether the pool is marked full ([`mark_full`](Self::mark_full)).
+    #[inline]
+    pub(crate) fn is_marked_full(self) -> bool {
+        // SAFETY: as in `class`.
+        let refs = unsafe { (*self.header()).refs };
+        refs & FULL != 0 && refs != EMPTY_REFS
+    }
+
+    /// Marks the pool full: its free list is empty and nothing is left to carve. Until a free
+    /// reports it ([`push_free`](Self::push_free)) and [`unmark_full`](Self::unmark_full)
+    /// clears it.
+    #[inline]
+    pub(crate) fn mark_full(self) {
+        debug_assert!(self.first_free().is_null());
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs |= FULL };
+    }
+
+    /// Clears the full mark, once a free into the full pool was reported.
+    #[inline]
+    pub(crate) fn unmark_full(self) {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs &= !FULL };
     }
 
     /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
     #[inline(always)]
-    pub(crate) fn owner(self) -> u32 {
+    pub(crate) fn owner(self) -> Owner {
         // SAFETY: as in `class`.
         unsafe { (*self.header()).owner }
     }
@@ -149,12 +198,25 @@ impl Pool {
     /// use while the block lives), reached by a thread that the block's allocation happened
     /// before (the owner is written before the block is handed out and never changes).
     #[inline(always)]
-    pub(crate) unsafe fn owner_of(block: *const u8, pool_size: usize) -> u32 {
+    pub(crate) unsafe fn owner_of(block: *const u8, pool_size: usize) -> Owner {
         let header: *const PoolHeader =
             ptr::with_exposed_provenance(block.addr() & !(pool_size - 1));
         // SAFETY: the caller's contract: a pool in use, whose header's `owner` nobody writes
         // while the block lives; the arena's provenance was exposed when it was mapped.
         unsafe { ptr::addr_of!((*header).owner).read() }
+    }
+
+    /// The pool's owner, read by any thread (as [`owner_of`](Self::owner_of), through a handle).
+    ///
+    /// # Safety
+    ///
+    /// The pool is in use and stays in use while the caller reads (a live block of it is the
+    /// caller's), reached by a thread that the block's allocation happened before; or the pool
+    /// is the [`stand_in`].
+    #[inline(always)]
+    pub(crate) unsafe fn owner_shared(self) -> Owner {
+        // SAFETY: the caller's contract: nobody writes `owner` meanwhile.
+        unsafe { ptr::addr_of!((*self.header()).owner).read() }
     }
 
     /// The size class of the pool holding `block`, read by any thread.
@@ -212,7 +274,7 @@ impl Pool {
         addr: NonNull<u8>,
         class: usize,
         arena_index: u32,
-        owner: u32,
+        owner: Owner,
         pool_size: usize,
         fill: Fill,
     ) -> (Pool, NonNull<u8>) {
@@ -228,14 +290,13 @@ impl Pool {
             link::write(second, ptr::null_mut());
             valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
             base.cast::<PoolHeader>().write(PoolHeader {
-                ref_count: 1,
+                refs: 0,
                 size_class: class as u32,
                 freeblock: second,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 arena_index,
                 next_offset: (POOL_OVERHEAD + 2 * size) as u32,
-                max_next_offset: (pool_size - size) as u32,
                 owner,
             });
             (Pool(addr.cast()), NonNull::new_unchecked(first))
@@ -256,17 +317,22 @@ impl Pool {
     ///
     /// The pool is empty (`ref_count` 0) with a valid header, nothing else uses it, and its
     /// arena's index is `arena_index`.
-    pub(crate) unsafe fn reuse(self, arena_index: u32, fill: Fill) -> NonNull<u8> {
+    pub(crate) unsafe fn reuse(
+        self,
+        arena_index: u32,
+        pool_size: usize,
+        fill: Fill,
+    ) -> NonNull<u8> {
         let h = self.header();
         // SAFETY: the caller's contract: a valid header of an empty pool, ours alone; its free
         // list holds every carved block, at least two, so the pop finds one.
         unsafe {
-            debug_assert_eq!((*h).ref_count, 0);
+            debug_assert_eq!((*h).refs, EMPTY_REFS);
             (*h).arena_index = arena_index;
             (*h).next = ptr::null_mut();
             (*h).prev = ptr::null_mut();
             let (block, ran_dry) = self.pop_free();
-            if ran_dry && !self.carve_next(fill) {
+            if ran_dry && !self.carve_next(pool_size, fill) {
                 unreachable!("a pool holds at least two blocks");
             }
             block
@@ -287,7 +353,7 @@ impl Pool {
             let block = (*h).freeblock;
             debug_assert!(!block.is_null(), "pool {h:p} has no free block");
             core::hint::assert_unchecked(!block.is_null());
-            (*h).ref_count += 1;
+            (*h).refs = (*h).refs.wrapping_add(1);
             let next = link::read(block);
             (*h).freeblock = next;
             (NonNull::new_unchecked(block), next.is_null())
@@ -296,7 +362,8 @@ impl Pool {
 
     /// Pops the first free block only if another follows it: a pop that calls nothing, for
     /// `Global`'s fast path, which leaves a pool running dry (its next block to carve) to its
-    /// slow path.
+    /// slow path. On an empty list's stand-in ([`PoolList::first`]) it always fails, and
+    /// writes nothing.
     ///
     /// # Safety
     ///
@@ -304,6 +371,12 @@ impl Pool {
     #[inline(always)]
     pub(crate) unsafe fn pop_free_unless_last(self) -> Option<NonNull<u8>> {
         let h = self.header();
+        // Under memcheck the link is marked readable around each read, and threads sharing the
+        // stand-in would race on those marks: its pop fails without reading.
+        #[cfg(feature = "valgrind")]
+        if h == NO_POOL_HEAD {
+            return None;
+        }
         // SAFETY: as in `pop_free`: `freeblock` is a free block holding the link to the next.
         unsafe {
             let block = (*h).freeblock;
@@ -312,30 +385,37 @@ impl Pool {
             if next.is_null() {
                 return None;
             }
-            (*h).ref_count += 1;
+            (*h).refs = (*h).refs.wrapping_add(1);
             (*h).freeblock = next;
             Some(NonNull::new_unchecked(block))
         }
     }
 
-    /// Pushes a freed block on the free list. Returns the free list's head before the push:
-    /// null means the pool was full.
+    /// Pushes a freed block on the free list. Returns whether the pool needs its heap's
+    /// attention: it is empty now, or it was full (one sign test, see [`FULL`];
+    /// [`is_marked_full`](Self::is_marked_full) tells which).
     ///
     /// # Safety
     ///
     /// `block` is a live block of this pool, reached with the heap's provenance, and is not
     /// used by anyone afterwards.
     #[inline(always)]
-    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> *mut u8 {
+    pub(crate) unsafe fn push_free(self, block: NonNull<u8>) -> bool {
         let h = self.header();
         // SAFETY: the caller's contract: the block is ours to link.
         unsafe {
-            debug_assert!((*h).ref_count > 0, "free of {block:p} in empty pool {h:p}");
-            let last_free = (*h).freeblock;
-            link::write(block.as_ptr(), last_free);
+            debug_assert!(
+                self.ref_count() > 0,
+                "free of {block:p} in empty pool {h:p}"
+            );
+            debug_assert_eq!(self.is_marked_full(), (*h).freeblock.is_null());
+            link::write(block.as_ptr(), (*h).freeblock);
             (*h).freeblock = block.as_ptr();
-            (*h).ref_count -= 1;
-            last_free
+            let refs = (*h).refs.wrapping_sub(1);
+            (*h).refs = refs;
+            // Empty (all ones), or full (`FULL` set, see there). Nothing here reads `refs`
+            // back, so the decrement stays one instruction (`decl` and a sign test).
+            (refs as i32) < 0
         }
     }
 
@@ -344,19 +424,19 @@ impl Pool {
     ///
     /// # Safety
     ///
-    /// The pool's free list is empty.
+    /// The pool's free list is empty, and the pool is `pool_size` bytes.
     #[inline(always)]
-    pub(crate) unsafe fn carve_next(self, fill: Fill) -> bool {
+    pub(crate) unsafe fn carve_next(self, pool_size: usize, fill: Fill) -> bool {
         let h = self.header();
         // SAFETY: a valid header; the carved block lies inside the pool because
-        // `next_offset <= max_next_offset = pool_size - block size`.
+        // `next_offset <= pool_size - block size` (CPython's `maxnextoffset`).
         unsafe {
             debug_assert!((*h).freeblock.is_null());
-            if (*h).next_offset > (*h).max_next_offset {
+            let size = block_size((*h).size_class as usize);
+            if (*h).next_offset as usize > pool_size - size {
                 return false;
             }
             let block = h.cast::<u8>().add((*h).next_offset as usize);
-            let size = block_size((*h).size_class as usize);
             (*h).next_offset += size as u32;
             valgrind::make_undefined(block, size);
             fill.apply(block, size);
@@ -418,15 +498,21 @@ impl Pool {
         if class >= NUM_SIZE_CLASSES
             || h.arena_index != arena_index
             || (h.next_offset as usize) < POOL_OVERHEAD
-            || h.max_next_offset as usize != pool_size - block_size(class)
+            || h.next_offset as usize > pool_size
         {
             return Err(format!("pool {:p}: corrupt header {h:?}", self.0));
         }
         let carved = self.carved();
-        if h.ref_count as usize > carved || carved > blocks_per_pool(pool_size, class) {
+        let live = self.ref_count();
+        if live > carved || carved > blocks_per_pool(pool_size, class) {
+            return Err(format!("pool {:p}: {live} live of {carved} carved", self.0));
+        }
+        if self.is_marked_full() != h.freeblock.is_null() {
             return Err(format!(
-                "pool {:p}: {} live of {carved} carved",
-                self.0, h.ref_count
+                "pool {:p}: full mark {} but free list head {:p}",
+                self.0,
+                self.is_marked_full(),
+                h.freeblock
             ));
         }
         let mut free = 0;
@@ -434,10 +520,10 @@ impl Pool {
             block?;
             free += 1;
         }
-        if free + h.ref_count as usize != carved {
+        if free + live != carved {
             return Err(format!(
-                "pool {:p}: {free} free + {} live != {carved} carved",
-                self.0, h.ref_count
+                "pool {:p}: {free} free + {live} live != {carved} carved",
+                self.0
             ));
         }
         Ok(())
@@ -447,20 +533,80 @@ impl Pool {
 /// A class's list of used pools: doubly linked through the pools' headers, with a real head
 /// (CPython's `usedpools` array of fake headers is a C trick). Written once: every insertion
 /// and removal of a pool goes through here (mimalloc's `mi_page_queue_push/remove`).
+///
+/// An empty list's head is not null but [`NO_POOL`], a pool that is never in use and whose one
+/// free block has no successor: [`Pool::pop_free_unless_last`] on [`first`](Self::first)
+/// fails for an empty list exactly as for a pool about to run dry, so the allocation fast path
+/// makes one test for both (mimalloc's empty page, `_mi_page_empty`, does the same).
 #[derive(Debug)]
 pub(crate) struct PoolList {
+    /// The first pool, or `NO_POOL`: never null. Only the head is a sentinel; the pools'
+    /// `next` and `prev` links end in null.
     head: *mut PoolHeader,
 }
 
+/// The head of every empty [`PoolList`]: a header that is only ever read (it lives in
+/// read-only memory), whose free list is one block, [`NoPool::link`], holding a null link.
+#[repr(C)]
+struct NoPool {
+    header: PoolHeader,
+    link: *mut u8,
+}
+
+// SAFETY: never written (nothing in it is a cell; every write to a pool header goes to a pool in
+// use, and `NO_POOL` is never one), so sharing it between threads is sharing a constant.
+unsafe impl Sync for NoPool {}
+
+static NO_POOL: NoPool = NoPool {
+    header: PoolHeader {
+        refs: EMPTY_REFS,
+        size_class: 0,
+        freeblock: (&raw const NO_POOL.link).cast_mut().cast(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+        arena_index: 0,
+        next_offset: 0,
+        owner: NO_OWNER,
+    },
+    link: ptr::null_mut(),
+};
+
+/// `NO_POOL`'s header, as a list head.
+const NO_POOL_HEAD: *mut PoolHeader = (&raw const NO_POOL.header).cast_mut();
+
+/// A pool header that is never in use and never written, owned by [`NO_OWNER`]: what a free
+/// reads instead of a block's pool when it must not touch the block (see
+/// `UsedPools::CLOSED`). Read through exposed provenance: [`expose_stand_in`] first.
+pub(crate) const fn stand_in() -> *const u8 {
+    NO_POOL_HEAD.cast_const().cast()
+}
+
+/// Exposes the [`stand_in`]'s provenance, so that an address computed to it may be read.
+#[inline]
+pub(crate) fn expose_stand_in() {
+    let _ = stand_in().expose_provenance();
+}
+
 impl PoolList {
-    pub(crate) const EMPTY: PoolList = PoolList {
-        head: ptr::null_mut(),
-    };
+    pub(crate) const EMPTY: PoolList = PoolList { head: NO_POOL_HEAD };
 
     /// The first pool, if any.
     #[inline(always)]
     pub(crate) fn head(&self) -> Option<Pool> {
-        NonNull::new(self.head).map(Pool)
+        if self.head == NO_POOL_HEAD {
+            return None;
+        }
+        // SAFETY: a head is never null (see the field).
+        Some(Pool(unsafe { NonNull::new_unchecked(self.head) }))
+    }
+
+    /// The first pool, or for an empty list a pool that is not in use and whose free list
+    /// holds one block and nothing after it: the pool to try
+    /// [`pop_free_unless_last`](Pool::pop_free_unless_last) on, and nothing else.
+    #[inline(always)]
+    pub(crate) fn first(&self) -> Pool {
+        // SAFETY: a head is never null (see the field).
+        Pool(unsafe { NonNull::new_unchecked(self.head) })
     }
 
     /// Whether `pool` is the only pool of the list.
@@ -482,9 +628,11 @@ impl PoolList {
         let p = pool.header();
         // SAFETY: `pool` and the current head have valid headers.
         unsafe {
-            (*p).next = self.head;
             (*p).prev = ptr::null_mut();
-            if !self.head.is_null() {
+            if self.head == NO_POOL_HEAD {
+                (*p).next = ptr::null_mut();
+            } else {
+                (*p).next = self.head;
                 (*self.head).prev = p;
             }
         }
@@ -503,7 +651,7 @@ impl PoolList {
             let (prev, next) = ((*p).prev, (*p).next);
             if prev.is_null() {
                 debug_assert_eq!(self.head, p, "pool {p:p} is not in this list");
-                self.head = next;
+                self.head = if next.is_null() { NO_POOL_HEAD } else { next };
             } else {
                 (*prev).next = next;
             }
@@ -519,7 +667,7 @@ impl PoolList {
     /// `limit` pools (a cycle).
     pub(crate) fn iter(&self, limit: usize) -> impl Iterator<Item = Result<Pool, String>> + '_ {
         let mut prev: *mut PoolHeader = ptr::null_mut();
-        let mut at = self.head;
+        let mut at = self.head().map_or(ptr::null_mut(), Pool::header);
         let mut left = limit + 1;
         core::iter::from_fn(move || {
             let pool = NonNull::new(at)?;
@@ -566,7 +714,7 @@ mod tests {
         // heap does when it runs dry).
         unsafe {
             loop {
-                if pool.first_free().is_null() && !pool.carve_next(Fill::Nothing) {
+                if pool.first_free().is_null() && !pool.carve_next(4096, Fill::Nothing) {
                     break;
                 }
                 blocks.push(pool.pop_free().0);
@@ -574,11 +722,19 @@ mod tests {
         }
         assert_eq!(blocks.len(), 7);
         assert_eq!(pool.ref_count(), 7);
+        assert!(pool.check(7, 4096).unwrap_err().contains("full mark false"));
+        // As the heap does when it retires a pool.
+        pool.mark_full();
+        assert_eq!(pool.ref_count(), 7);
         pool.check(7, 4096).unwrap();
         // SAFETY: every block is live in this pool.
         unsafe {
-            assert!(pool.push_free(blocks[3]).is_null(), "the pool was full");
-            assert_eq!(pool.push_free(blocks[5]), blocks[3].as_ptr());
+            assert!(pool.push_free(blocks[3]), "the pool was full");
+            assert_eq!(pool.ref_count(), 6);
+            assert!(pool.is_marked_full());
+            pool.unmark_full();
+            assert!(!pool.push_free(blocks[5]), "neither full nor empty");
+            assert_eq!(pool.first_free(), blocks[5].as_ptr());
         }
         assert_eq!(pool.live_blocks().unwrap().len(), 5);
         pool.check(7, 4096).unwrap();

@@ -6,7 +6,9 @@
 //! the [`Gate`] that every call out of here (to the arena source) closes.
 //!
 //! The fast paths are [`RawHeap::alloc_block`] and [`RawHeap::free_block`]: one list pop or
-//! push and one well-predicted test each. Everything else (a pool running dry or filling up,
+//! push and one well-predicted test each; `Global`'s are [`UsedPools::try_alloc`] and
+//! [`UsedPools::try_free`], on the part of the heap they read (its used pools), which call
+//! nothing at all. Everything else (a pool running dry or filling up,
 //! a pool emptying, a new arena) is in `#[cold]` functions below them. Nothing on the fast
 //! path counts anything: the statistics are derived by walking the structures on demand, as
 //! CPython does since bpo-37537.
@@ -22,7 +24,7 @@
 //! ```text
 //! pool ∈ used_pools[c]  ⇔  pool in use, pool.class == c, pool.first_free != null
 //! pool in use, pool.ref_count == 0  ⇒  pool == cached_pool
-//! cached_pool != None  ⇔  arenas.spare_lent
+//! cached_pool != None  ⇔  arenas.spare_lent;   cached_pool is not full
 //! large_count, large_bytes == the number and bytes of live system blocks (0 for a thread
 //!                              heap of `Global`, whose large blocks cross threads uncounted)
 //! arenas.mapped_bytes() + large_bytes <= memory_limit
@@ -39,15 +41,17 @@ use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::SourceBox;
-use crate::pool::{Pool, PoolList, NO_OWNER};
+use crate::pool::{Owner, Pool, PoolList, NO_OWNER};
 use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
 use crate::valgrind;
 
 /// Layers 0–2 of one heap.
 pub(crate) struct RawHeap {
-    /// Each class's list of used pools (neither full nor empty, or the cached empty pool).
-    used_pools: [PoolList; NUM_SIZE_CLASSES],
+    /// The used pools of each class and the cached pool: all the fast paths read, in one
+    /// place that `Global` reaches through a thread-local pointer (and whose address is the
+    /// owner a thread heap's pools carry).
+    pools: UsedPools,
     /// `!(pool_size - 1)`: masks a block's address down to its pool.
     pool_mask: usize,
     arenas: Arenas,
@@ -59,25 +63,177 @@ pub(crate) struct RawHeap {
     memory_limit: usize,
     /// What carving writes into new blocks (the freed pattern in debug mode).
     fill: Fill,
-    /// The cached empty pool (see the module docs), which holds a unit of the spares budget.
-    cached_pool: Option<Pool>,
     /// Set when this is one thread's heap of [`Global`](crate::Global): its place among the
     /// others. `None` for a plain `Heap`.
     thread: Option<ThreadLink>,
+}
+
+/// What the fast paths read of a heap: each class's used pools, the cached pool, and what a
+/// free tests a block's pool against. `Global` reads a thread heap's through a thread-local
+/// pointer, which points at [`UsedPools::CLOSED`] while the heap may not be used that way
+/// (see `global.rs`): every fast path on that one fails, at no cost to the others.
+#[derive(Debug)]
+pub(crate) struct UsedPools {
+    /// Each class's list of used pools (neither full nor empty, or the cached empty pool).
+    lists: [PoolList; NUM_SIZE_CLASSES],
+    /// The cached empty pool (see the module docs), which holds a unit of the spares budget.
+    cached: Option<Pool>,
+    /// Whether this is a thread heap's table: then its address is the owner its pools carry
+    /// (a plain heap's carry [`NO_OWNER`], it may move).
+    thread: bool,
+    /// A free reads a block's pool header at `(address & pool_mask) | header_base`: the
+    /// heap's pool mask and no base, so the block's pool; for `CLOSED`, no mask and the base
+    /// of a stand-in header ([`pool::stand_in`](crate::pool::stand_in)), so no block's memory
+    /// is read (a debug-mode block need not lie in a pool).
+    pool_mask: usize,
+    header_base: *const u8,
+}
+
+/// What [`UsedPools::try_free`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freed {
+    /// The block is back in its pool, and nothing else is to be done.
+    Done,
+    /// The block is back in `pool`, which emptied or was full: the rest is
+    /// [`RawHeap::finish_free`]'s.
+    Finish(Pool),
+    /// The block is not this heap's (or the table is `CLOSED`): nothing was done.
+    NotMine,
+}
+
+impl UsedPools {
+    /// The table no block belongs to and no pool is listed in: every fast path on it fails.
+    pub(crate) const CLOSED: UsedPools = UsedPools {
+        lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
+        cached: None,
+        thread: false,
+        pool_mask: 0,
+        header_base: crate::pool::stand_in(),
+    };
+
+    fn new(pool_mask: usize) -> Self {
+        UsedPools {
+            lists: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
+            cached: None,
+            thread: false,
+            pool_mask,
+            header_base: ptr::null(),
+        }
+    }
+
+    /// A block of `class` if one can be handed out without calling anything (the class has a
+    /// pool, and the pool keeps a free block after this one); `None` sends the caller to its
+    /// slow path, which does the rest through [`RawHeap::alloc_block`]. For `Global`, whose
+    /// fast path is a function of its own (`__rust_alloc`): a call inside it would make every
+    /// call save and restore registers.
+    ///
+    /// # Safety
+    ///
+    /// `class` is below `NUM_SIZE_CLASSES`; `self` is `CLOSED`, or the table of a heap of
+    /// `Global`'s (which never fills blocks) whose core nobody borrows now, used by this
+    /// thread alone.
+    #[inline(always)]
+    pub(crate) unsafe fn try_alloc(&self, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
+        // SAFETY: the caller's contract.
+        let pool = unsafe { self.lists.get_unchecked(class) }.first();
+        // SAFETY: a listed pool has a free block (the used-state invariant), and an empty
+        // list's stand-in one free block and no next (see `PoolList`): the pop fails there.
+        let block = unsafe { pool.pop_free_unless_last() }?;
+        valgrind::malloclike(block.as_ptr(), block_size(class), false);
+        Some(block)
+    }
+
+    /// Frees `block` if its pool is this heap's: `Global`'s free fast path. Reads the pool's
+    /// owner first; then pushes the block (see [`push`](Self::push)).
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live pool block of any heap of `Global`, given up by the caller (in debug
+    /// mode, any pointer at all when `self` is `CLOSED`); `self` is `CLOSED`, or the table of
+    /// a heap whose core nobody borrows now, used by this thread alone.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free(&self, block: NonNull<u8>) -> Freed {
+        let header = (block.addr().get() & self.pool_mask) | self.header_base.addr();
+        // The header is read through the arena's provenance (exposed when it was mapped), or
+        // the stand-in's (exposed by `pool::expose_stand_in`).
+        // SAFETY: a pool start of a live block, or the stand-in: non-null.
+        let pool = unsafe {
+            Pool::from_addr(NonNull::new_unchecked(ptr::with_exposed_provenance_mut(
+                header,
+            )))
+        };
+        // The owner is this table's address: one comparison with the register that holds
+        // it. The stand-in's is `NO_OWNER`, 0, no table's.
+        // SAFETY: the header of a pool in use, whose owner nobody writes while the block
+        // lives, or the stand-in, never written.
+        if unsafe { pool.owner_shared() } != ptr::from_ref(self).addr() {
+            return Freed::NotMine;
+        }
+        // SAFETY: the owner test passed, so `pool` is this heap's and `block` a live block
+        // of it: not `CLOSED` (no pool names its owner).
+        unsafe { self.push(pool, block) }
+    }
+
+    /// Pushes a block freed by its heap's holder on its pool's free list: `Finish` when the
+    /// pool emptied (and is not the cached pool) or was full.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live block of `pool`, a pool in use of this table's heap, which the
+    /// caller may use (it borrows the core, or is the fast path of the thread that owns it).
+    #[inline(always)]
+    unsafe fn push(&self, pool: Pool, block: NonNull<u8>) -> Freed {
+        // The link is written through the arena's provenance (exposed when it was mapped, as
+        // the pool's is), not the caller's pointer, which may cover fewer bytes than a link (a
+        // `Box<u32>` covers 4). Taken from the address alone, it costs no instruction.
+        // SAFETY: a live block's address is non-null.
+        let block: NonNull<u8> =
+            unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
+        valgrind::freelike(block.as_ptr());
+        // SAFETY: a live block of `pool`, which nobody uses after this free.
+        if unsafe { pool.push_free(block) } {
+            // Emptied or was full. The cached pool empties on every iteration of an
+            // alloc/free loop and stays where it is: tested here, so that loop makes no call
+            // (the cached pool is never full, see `retire`).
+            if self.cached == Some(pool) {
+                return Freed::Done;
+            }
+            return Freed::Finish(pool);
+        }
+        Freed::Done
+    }
+}
+
+impl core::ops::Index<usize> for UsedPools {
+    type Output = PoolList;
+    #[inline(always)]
+    fn index(&self, class: usize) -> &PoolList {
+        &self.lists[class]
+    }
+}
+
+impl core::ops::IndexMut<usize> for UsedPools {
+    #[inline(always)]
+    fn index_mut(&mut self, class: usize) -> &mut PoolList {
+        &mut self.lists[class]
+    }
 }
 
 /// What a thread heap knows of the others: its own number (written into each of its pools),
 /// its mailbox (blocks other threads freed), and how to send a block of another heap home.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ThreadLink {
-    /// This heap's number in the registry of thread heaps (never [`NO_OWNER`]).
+    /// This heap's number in the registry of thread heaps (never 0).
     pub(crate) id: u32,
     /// Blocks of this heap freed by other threads.
     pub(crate) mailbox: &'static Mailbox,
     /// Sends a block of heap `owner` home (the registry lives above this layer).
     ///
     /// Safety contract: the block is a live pool block of thread heap `owner`, given up.
-    pub(crate) send_home: unsafe fn(NonNull<u8>, u32),
+    pub(crate) send_home: unsafe fn(NonNull<u8>, Owner),
+    /// Called whenever the heap's gate closes or opens (see [`Gate`]'s `turned`).
+    pub(crate) gate_turned: fn(),
 }
 
 /// A block as the allocator API returns it: its address and usable length.
@@ -98,7 +254,7 @@ impl RawHeap {
     pub(crate) fn new(config: &HeapConfig, source: SourceBox) -> Self {
         debug_assert!(config.validate().is_ok());
         RawHeap {
-            used_pools: [const { PoolList::EMPTY }; NUM_SIZE_CLASSES],
+            pools: UsedPools::new(!(config.pool_size - 1)),
             pool_mask: !(config.pool_size - 1),
             arenas: Arenas::new(
                 config.pool_size,
@@ -114,7 +270,6 @@ impl RawHeap {
             } else {
                 Fill::Nothing
             },
-            cached_pool: None,
             thread: None,
         }
     }
@@ -123,15 +278,36 @@ impl RawHeap {
     /// its slow paths, and it sends other heaps' blocks home instead of freeing them. Large
     /// blocks are not counted: they cross threads, and the system allocator frees them.
     pub(crate) fn set_thread(&mut self, link: ThreadLink) {
-        debug_assert!(link.id != NO_OWNER);
+        debug_assert!(link.id != 0);
         debug_assert_eq!(self.arenas.pools().count(), 0, "set before the first pool");
         self.thread = Some(link);
+        self.pools.thread = true;
     }
 
-    /// The owner number this heap's pools carry.
+    /// Where [`used_pools`](Self::used_pools) lies in a raw heap.
+    pub(crate) const USED_POOLS_OFFSET: usize = core::mem::offset_of!(RawHeap, pools);
+
+    /// The table `Global`'s fast paths read (see [`UsedPools`]), by address: it stays where it
+    /// is for the heap's life.
+    ///
+    /// # Safety
+    ///
+    /// `heap` points at a live raw heap.
+    pub(crate) unsafe fn used_pools(heap: *const RawHeap) -> *const UsedPools {
+        // SAFETY: the caller's contract; no reference is made.
+        unsafe { &raw const (*heap).pools }
+    }
+
+    /// The owner this heap's pools carry: its table's address for a thread heap (which is
+    /// never moved once registered), else [`NO_OWNER`].
     #[inline]
-    fn owner_id(&self) -> u32 {
-        self.thread.map_or(NO_OWNER, |t| t.id)
+    fn owner_id(&self) -> Owner {
+        // A thread heap does not move once it has pools (it is registered for ever).
+        if self.pools.thread {
+            ptr::from_ref(&self.pools).addr()
+        } else {
+            NO_OWNER
+        }
     }
 
     /// Whether a live pool block is this heap's own (a thread heap's free lists may hold
@@ -215,7 +391,7 @@ impl RawHeap {
         debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
         // SAFETY: every caller computes `class` from a size of 1 to 512 bytes (`class_of`), so
         // it is below NUM_SIZE_CLASSES; the check is left out of the fast path.
-        let list = unsafe { self.used_pools.get_unchecked(class) };
+        let list = unsafe { self.pools.lists.get_unchecked(class) };
         let Some(pool) = list.head() else {
             return self.alloc_block_from_new_pool(class, gate);
         };
@@ -225,44 +401,35 @@ impl RawHeap {
         // (CPython's `pymalloc_pool_extend`), and only a pool that is full leaves its list
         // out of line.
         // SAFETY: the pool's free list is empty when `ran_dry`.
-        if ran_dry && !unsafe { pool.carve_next(self.fill) } {
+        if ran_dry && !unsafe { pool.carve_next(self.arenas.pool_size(), self.fill) } {
             self.retire(pool, class);
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
         Some(block)
     }
 
-    /// A block of `class` if the fast path can hand one out without calling anything (the
-    /// class has a pool, and the pool keeps a free block after this one); `None` sends the
-    /// caller to its slow path, which does the rest through [`alloc_block`](Self::alloc_block).
-    /// For `Global`, whose fast path is a function of its own (`__rust_alloc`): a call inside
-    /// it would make every call save and restore registers.
-    #[inline(always)]
-    pub(crate) fn try_alloc_block(&mut self, class: usize) -> Option<NonNull<u8>> {
-        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
-        // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
-        let pool = unsafe { self.used_pools.get_unchecked(class) }.head()?;
-        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
-        let block = unsafe { pool.pop_free_unless_last() }?;
-        valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
-        Some(block)
-    }
-
-    /// The head pool of `class` is full: it leaves its class's list.
+    /// The head pool of `class` is full: it leaves its class's list. If it was the cached
+    /// pool, it is cached no more (it is far from empty), so the cached pool is never full: a
+    /// free that empties a pool tells the cached one by its address alone.
     #[cold]
     #[inline(never)]
     fn retire(&mut self, pool: Pool, class: usize) {
         // SAFETY: `pool` is the head of `class`'s used list.
-        unsafe { self.used_pools[class].remove(pool) };
+        unsafe { self.pools[class].remove(pool) };
+        pool.mark_full();
+        if self.pools.cached == Some(pool) {
+            self.pools.cached = None;
+            self.arenas.take_back_spare();
+        }
     }
 
     /// No pool of `class` has a free block: take an empty pool from layer 1.
     #[cold]
     #[inline(never)]
     fn alloc_block_from_new_pool(&mut self, class: usize, gate: &Gate) -> Option<NonNull<u8>> {
-        debug_assert!(self.used_pools[class].head().is_none());
+        debug_assert!(self.pools[class].head().is_none());
         // Blocks other threads sent home may refill this class without a new pool.
-        if self.take_mail(gate) > 0 && self.used_pools[class].head().is_some() {
+        if self.take_mail(gate) > 0 && self.pools[class].head().is_some() {
             return self.alloc_block(class, gate);
         }
         let taken = match self.arenas.take_pool(self.headroom(), gate) {
@@ -279,7 +446,10 @@ impl RawHeap {
         let (pool, block) = unsafe {
             let old = Pool::from_addr(taken.pool);
             if taken.dirty && old.is_ready_for(class) {
-                (old, old.reuse(taken.arena_index, self.fill))
+                (
+                    old,
+                    old.reuse(taken.arena_index, self.arenas.pool_size(), self.fill),
+                )
             } else {
                 Pool::init(
                     taken.pool,
@@ -292,7 +462,7 @@ impl RawHeap {
             }
         };
         // SAFETY: the pool was just taken into use and is in no list.
-        unsafe { self.used_pools[class].push_front(pool) };
+        unsafe { self.pools[class].push_front(pool) };
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
         Some(block)
     }
@@ -304,50 +474,35 @@ impl RawHeap {
     /// `block` was returned by `alloc_block` of this heap and is not freed yet.
     #[inline(always)]
     pub(crate) unsafe fn free_block(&mut self, block: NonNull<u8>, gate: &Gate) {
-        // SAFETY: forwarded contract.
-        unsafe { self.free_block_masked(block, self.pool_mask, gate) }
-    }
-
-    /// [`free_block`](Self::free_block) with the pool mask given: `Global` passes its constant
-    /// one, so the mask it already applied to read the pool's owner is not applied twice.
-    ///
-    /// # Safety
-    ///
-    /// As [`free_block`](Self::free_block), and `pool_mask` is this heap's.
-    #[inline(always)]
-    pub(crate) unsafe fn free_block_masked(
-        &mut self,
-        block: NonNull<u8>,
-        pool_mask: usize,
-        gate: &Gate,
-    ) {
-        debug_assert_eq!(pool_mask, self.pool_mask);
-        let pool = ptr::with_exposed_provenance_mut(block.as_ptr().addr() & pool_mask);
+        let pool = ptr::with_exposed_provenance_mut(block.as_ptr().addr() & self.pool_mask);
         // SAFETY: masking a live block's address (the caller's contract) yields its pool's
         // start, non-null, a pool in use of this heap (as in `pool_of`).
         let pool = unsafe { Pool::from_addr(NonNull::new_unchecked(pool)) };
-        // The link is written through the arena's provenance (exposed when it was mapped, as
-        // the pool's is), not the caller's pointer, which may cover fewer bytes than a link (a
-        // `Box<u32>` covers 4). Taken from the address alone, it costs no instruction.
-        // SAFETY: a live block's address is non-null.
-        let block: NonNull<u8> =
-            unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(block.addr().get())) };
-        valgrind::freelike(block.as_ptr());
-        // SAFETY: a live block of `pool`, which nobody uses after this free.
-        let last_free = unsafe { pool.push_free(block) };
-        // Emptiness first: a pool that was full cannot be empty now, since every pool holds
-        // at least two blocks.
-        if pool.ref_count() == 0 {
-            // The cached pool empties on every iteration of an alloc/free loop and stays where
-            // it is: tested here, so that loop makes no call.
-            if self.cached_pool != Some(pool) {
-                // SAFETY: the pool had a free block or a live one besides this: it is in its
-                // class's list (used, or it was full and holds two blocks: excluded above).
-                unsafe { self.pool_became_empty(pool, gate) };
-            }
-        } else if last_free.is_null() {
+        // SAFETY: a live block of `pool`, a pool of this heap, which we borrow.
+        if let Freed::Finish(pool) = unsafe { self.pools.push(pool, block) } {
+            // SAFETY: just pushed, and the push said it needs finishing.
+            unsafe { self.finish_free(pool, gate) };
+        }
+    }
+
+    /// The rest of a free that emptied a pool other than the cached one, or freed into a full
+    /// pool ([`Freed::Finish`]).
+    ///
+    /// # Safety
+    ///
+    /// A block of `pool`, a pool in use of this heap, was just pushed by
+    /// [`UsedPools::push`], which returned `Finish(pool)`, and nothing ran on the heap since.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn finish_free(&mut self, pool: Pool, gate: &Gate) {
+        if pool.is_marked_full() {
             // SAFETY: the pool was full, so in no list.
             unsafe { self.pool_was_full(pool) };
+        } else {
+            debug_assert!(pool.ref_count() == 0 && self.pools.cached != Some(pool));
+            // SAFETY: the pool had a free block before this one (it was not full): it is in
+            // its class's list, and now empty.
+            unsafe { self.pool_became_empty(pool, gate) };
         }
     }
 
@@ -358,11 +513,11 @@ impl RawHeap {
     ///
     /// `pool` is a pool in use of this heap that was full (so in no list) until a block was
     /// just freed into it.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     unsafe fn pool_was_full(&mut self, pool: Pool) {
+        pool.unmark_full();
         // SAFETY: the caller's contract: in no list.
-        unsafe { self.used_pools[pool.class()].push_front(pool) };
+        unsafe { self.pools[pool.class()].push_front(pool) };
     }
 
     /// The last live block of a used pool that is not the cached one was freed: cache it (if it
@@ -372,18 +527,17 @@ impl RawHeap {
     ///
     /// `pool` is in its class's used-pool list, is not the cached pool, and its last live block
     /// was just freed.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     unsafe fn pool_became_empty(&mut self, pool: Pool, gate: &Gate) {
         debug_assert!(
-            self.cached_pool != Some(pool),
+            self.pools.cached != Some(pool),
             "the cached pool stays cached"
         );
         // SAFETY: the caller's contract: listed.
-        if unsafe { self.used_pools[pool.class()].is_sole(pool) } {
+        if unsafe { self.pools[pool.class()].is_sole(pool) } {
             self.flush_cached_pool(gate);
             if self.arenas.lend_spare() {
-                self.cached_pool = Some(pool);
+                self.pools.cached = Some(pool);
                 return;
             }
         }
@@ -395,7 +549,7 @@ impl RawHeap {
     /// simply stays in use), and the spare unit back to layer 1. Returns whether a pool was
     /// cached.
     pub(crate) fn flush_cached_pool(&mut self, gate: &Gate) -> bool {
-        let Some(pool) = self.cached_pool.take() else {
+        let Some(pool) = self.pools.cached.take() else {
             return false;
         };
         self.arenas.take_back_spare();
@@ -417,7 +571,7 @@ impl RawHeap {
         // SAFETY: the caller's contract; after this the pool is in no list and the handle is
         // dropped, so nothing refers to it.
         unsafe {
-            self.used_pools[pool.class()].remove(pool);
+            self.pools[pool.class()].remove(pool);
             self.arenas.return_pool(arena_index, number, gate);
         }
     }
@@ -425,7 +579,7 @@ impl RawHeap {
     /// The pool and block the next `alloc_block(class)` would hand out without leaving its
     /// pool, if any: the debug mode validates the block's link before it is followed.
     pub(crate) fn next_block(&self, class: usize) -> Option<(Pool, NonNull<u8>)> {
-        let pool = self.used_pools[class].head()?;
+        let pool = self.pools[class].head()?;
         NonNull::new(pool.first_free()).map(|block| (pool, block))
     }
 
@@ -591,7 +745,7 @@ impl RawHeap {
                 // dropped on another thread): it goes home.
                 // SAFETY: a live pool block (routing is by layout) of the default geometry.
                 let owner = unsafe { Pool::owner_of(ptr.as_ptr(), self.arenas.pool_size()) };
-                if owner != thread.id {
+                if owner != self.owner_id() {
                     // SAFETY: a live block of thread heap `owner`, given up by the caller.
                     return unsafe { (thread.send_home)(ptr, owner) };
                 }
@@ -688,7 +842,7 @@ impl RawHeap {
 
     /// Whether `pool` is the cached empty pool.
     pub(crate) fn is_cached(&self, pool: Pool) -> bool {
-        self.cached_pool == Some(pool)
+        self.pools.cached == Some(pool)
     }
 
     /// Verifies every invariant of layers 1 and 2 (see [`Heap::check`](crate::Heap::check)).
@@ -698,7 +852,7 @@ impl RawHeap {
         let pools = self.arenas.pools_in_use().count();
         // Every pool in a used list: right class, has a free block.
         let mut listed = crate::meta::meta_hash_set();
-        for (class, list) in self.used_pools.iter().enumerate() {
+        for (class, list) in self.pools.lists.iter().enumerate() {
             for pool in list.iter(pools) {
                 let pool = pool?;
                 if !listed.insert(pool) {
@@ -715,15 +869,15 @@ impl RawHeap {
                 }
             }
         }
-        if let Some(pool) = self.cached_pool {
+        if let Some(pool) = self.pools.cached {
             if !listed.contains(&pool) {
                 return Err(format!("cached pool {:p} is not listed", pool.addr()));
             }
         }
-        if self.cached_pool.is_some() != self.arenas.spare_lent() {
+        if self.pools.cached.is_some() != self.arenas.spare_lent() {
             return Err(format!(
                 "cached pool {:?} but a spare {} lent",
-                self.cached_pool.map(Pool::addr),
+                self.pools.cached.map(Pool::addr),
                 if self.arenas.spare_lent() {
                     "is"
                 } else {
@@ -737,7 +891,7 @@ impl RawHeap {
             pool.check(arena_index, pool_size)?;
             if pool.owner() != self.owner_id() {
                 return Err(format!(
-                    "pool {addr:p} names owner {} in heap {}",
+                    "pool {addr:p} names owner {:#x} in heap {:#x}",
                     pool.owner(),
                     self.owner_id()
                 ));
