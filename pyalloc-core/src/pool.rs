@@ -318,6 +318,70 @@ impl Pool {
         }
     }
 
+    /// Pops the first free block, carving the next untouched block onto the list when it was
+    /// the last (CPython's `pymalloc_alloc` with `pymalloc_pool_extend`). Returns the block and
+    /// whether the pool is full now (nothing left to carve: the caller takes it out of its
+    /// list). Calls nothing; fills nothing (for the fast paths, which are shut in debug mode).
+    ///
+    /// # Safety
+    ///
+    /// The pool's free list is not empty and its blocks are of size class `class`.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_free_or_carve(self, class: usize) -> (NonNull<u8>, bool) {
+        let h = self.header();
+        // SAFETY: as in `pop_free`: `freeblock` is a free block holding the link to the next;
+        // a carved block lies inside the pool, as in `carve_next`.
+        unsafe {
+            debug_assert_eq!((*h).size_class as usize, class);
+            let block = (*h).freeblock;
+            debug_assert!(!block.is_null(), "pool {h:p} has no free block");
+            core::hint::assert_unchecked(!block.is_null());
+            (*h).ref_count += 1;
+            let mut next = link::read(block);
+            let mut full = false;
+            if next.is_null() {
+                let offset = (*h).next_offset;
+                if offset <= (*h).max_next_offset {
+                    let size = block_size(class);
+                    (*h).next_offset = offset + size as u32;
+                    next = h.cast::<u8>().add(offset as usize);
+                    valgrind::make_undefined(next, size);
+                    link::write(next, ptr::null_mut());
+                    valgrind::make_noaccess(next, size);
+                } else {
+                    full = true;
+                }
+            }
+            (*h).freeblock = next;
+            (NonNull::new_unchecked(block), full)
+        }
+    }
+
+    /// Pushes a freed block unless it is the pool's last live one (the pool would empty, which
+    /// the caller's slow path handles: the cached pool, or back to the arena): then it changes
+    /// nothing and returns `None`. Otherwise returns whether the pool was full (the caller puts
+    /// it back in its list). Calls nothing.
+    ///
+    /// # Safety
+    ///
+    /// As [`push_free`](Self::push_free).
+    #[inline(always)]
+    pub(crate) unsafe fn push_free_unless_emptying(self, block: NonNull<u8>) -> Option<bool> {
+        let h = self.header();
+        // SAFETY: as in `push_free`.
+        unsafe {
+            if (*h).ref_count == 1 {
+                return None;
+            }
+            debug_assert!((*h).ref_count > 0, "free of {block:p} in empty pool {h:p}");
+            let last_free = (*h).freeblock;
+            link::write(block.as_ptr(), last_free);
+            (*h).freeblock = block.as_ptr();
+            (*h).ref_count -= 1;
+            Some(last_free.is_null())
+        }
+    }
+
     /// Pushes a freed block on the free list. Returns the free list's head before the push:
     /// null means the pool was full.
     ///
@@ -478,6 +542,7 @@ impl PoolList {
     /// # Safety
     ///
     /// `pool` is a pool in use that is in no list.
+    #[inline]
     pub(crate) unsafe fn push_front(&mut self, pool: Pool) {
         let p = pool.header();
         // SAFETY: `pool` and the current head have valid headers.
@@ -489,6 +554,27 @@ impl PoolList {
             }
         }
         self.head = p;
+    }
+
+    /// Takes the first pool out of the list: [`remove`](Self::remove) for the head, inline.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is the head of this list.
+    #[inline(always)]
+    pub(crate) unsafe fn remove_head(&mut self, pool: Pool) {
+        let p = pool.header();
+        debug_assert_eq!(self.head, p, "pool {p:p} is not this list's head");
+        // SAFETY: `pool` and its successor are listed pools with valid headers; the head has
+        // no predecessor.
+        unsafe {
+            let next = (*p).next;
+            self.head = next;
+            if !next.is_null() {
+                (*next).prev = ptr::null_mut();
+            }
+            (*p).next = ptr::null_mut();
+        }
     }
 
     /// Takes a pool out of the list.

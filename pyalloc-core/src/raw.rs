@@ -248,6 +248,34 @@ impl RawHeap {
         Some(block)
     }
 
+    /// A block of `class` if the size-less fast path can hand one out without calling anything:
+    /// the class has a pool (a pop, a carve when the pool runs dry, and the unlinking of a
+    /// pool that fills up are all inline). `None` (no pool: one must come from an arena)
+    /// changes nothing and sends the caller to [`alloc_block`](Self::alloc_block).
+    /// For the C-ABI adapters over the size-less API (pyalloc-python's), whose fast path then
+    /// makes no call.
+    ///
+    /// The caller's gate is open and the heap is not in debug mode.
+    #[inline(always)]
+    pub(crate) fn try_alloc_block_unsized(&mut self, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
+        debug_assert!(
+            self.fill == Fill::Nothing,
+            "the fast paths are shut in debug mode"
+        );
+        // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
+        let list = unsafe { self.used_pools.get_unchecked_mut(class) };
+        let pool = list.head()?;
+        // SAFETY: a pool in `class`'s used-pool list has a free block of that class.
+        let (block, full) = unsafe { pool.pop_free_or_carve(class) };
+        if full {
+            // SAFETY: `pool` is the head of `class`'s list.
+            unsafe { list.remove_head(pool) };
+        }
+        valgrind::malloclike(block.as_ptr(), block_size(class), false);
+        Some(block)
+    }
+
     /// The head pool of `class` is full: it leaves its class's list.
     #[cold]
     #[inline(never)]
@@ -437,6 +465,49 @@ impl RawHeap {
     #[inline(always)]
     pub(crate) fn owns(&self, ptr: *const u8) -> bool {
         self.arenas.map().contains(ptr.addr())
+    }
+
+    /// Frees `ptr` if it is a pool block of this heap that is not its pool's last live one: a
+    /// push, and when the pool was full its return to the front of its class's list, all
+    /// inline. Returns whether it freed; `false` (also for null and for pointers the heap does
+    /// not own) changes nothing and leaves the block to
+    /// [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's free.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; when this
+    /// returns `true` it is not used again.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> bool {
+        if !self.owns(ptr) {
+            return false;
+        }
+        let addr = ptr.addr();
+        // SAFETY: an address in our arenas that the caller says is live: a pool block, whose
+        // pool's start is its address masked (non-null, a pool in use), as in `pool_of`.
+        let pool = unsafe {
+            Pool::from_addr(NonNull::new_unchecked(ptr::with_exposed_provenance_mut(
+                addr & self.pool_mask,
+            )))
+        };
+        // The link is written through the arena's provenance, as in `free_block_masked`.
+        // SAFETY: a live block's address is non-null.
+        let block: NonNull<u8> =
+            unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(addr)) };
+        // SAFETY: a live block of `pool`, which nobody uses after this free if it happens.
+        let Some(was_full) = (unsafe { pool.push_free_unless_emptying(block) }) else {
+            return false;
+        };
+        if was_full {
+            // SAFETY: a full pool is in no list; its class is below NUM_SIZE_CLASSES.
+            unsafe {
+                self.used_pools
+                    .get_unchecked_mut(pool.class())
+                    .push_front(pool)
+            };
+        }
+        valgrind::freelike(block.as_ptr());
+        true
     }
 
     /// Memory for `size` bytes without a layout (16-aligned): a pool block, or for more than
