@@ -1,6 +1,7 @@
 //! Free without a size: `Heap::owns`, `allocate_unsized`, `deallocate_unsized`,
 //! `reallocate_unsized` and `usable_size`, the interface of C's `free(p)` and of CPython's
-//! allocator hooks.
+//! allocator hooks, and their call-free fast paths `try_allocate_unsized` and
+//! `try_deallocate_unsized`.
 
 use std::ptr::NonNull;
 
@@ -177,6 +178,89 @@ fn debug_mode_passes_foreign_pointers_to_the_system() {
 }
 
 /// One operation of the unsized model.
+/// `try_allocate_unsized` then `allocate_unsized`, as pyalloc-python's `malloc` does.
+fn try_then_allocate(heap: &Heap, size: usize) -> NonNull<u8> {
+    heap.try_allocate_unsized(size)
+        .unwrap_or_else(|| heap.allocate_unsized(size).unwrap())
+}
+
+/// `try_deallocate_unsized` then `deallocate_unsized`, as pyalloc-python's `free` does.
+///
+/// # Safety
+///
+/// As `deallocate_unsized`'s.
+unsafe fn try_then_deallocate(heap: &Heap, p: NonNull<u8>) {
+    // SAFETY: forwarded contract; a block the fast path leaves is still live.
+    unsafe {
+        if !heap.try_deallocate_unsized(p.as_ptr()) {
+            heap.deallocate_unsized(p);
+        }
+    }
+}
+
+#[test]
+fn the_fast_paths_fill_carve_refill_and_empty_pools() {
+    let heap = Heap::new();
+    // 48-byte blocks: 340 to a 16 KiB pool; 1000 fill two pools and carve into a third.
+    let blocks: Vec<_> = (0..1000).map(|_| try_then_allocate(&heap, 48)).collect();
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 1000);
+    // Every other block: frees into full pools (which go back in their class's list), then
+    // into used ones.
+    for &p in blocks.iter().step_by(2) {
+        // SAFETY: live, freed once.
+        unsafe { try_then_deallocate(&heap, p) };
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 500);
+    // Allocations refill the holes (and fill the pools again), then free everything: the
+    // last block of each pool empties it, out of line.
+    let refill: Vec<_> = (0..500).map(|_| try_then_allocate(&heap, 48)).collect();
+    heap.check().unwrap();
+    for &p in blocks.iter().skip(1).step_by(2).chain(&refill) {
+        // SAFETY: live, freed once.
+        unsafe { try_then_deallocate(&heap, p) };
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+#[test]
+fn the_fast_paths_leave_everything_else_alone() {
+    let heap = Heap::new();
+    let keep = heap.allocate_unsized(16).unwrap();
+    let foreign = malloc(16);
+    // SAFETY: null, and a live `malloc` block, which the fast path does not take.
+    unsafe {
+        assert!(!heap.try_deallocate_unsized(std::ptr::null_mut()));
+        assert!(!heap.try_deallocate_unsized(foreign.as_ptr()));
+        heap.deallocate_unsized(foreign);
+    }
+    assert_eq!(heap.try_allocate_unsized(0), None, "0 bytes: the slow path");
+    assert_eq!(heap.try_allocate_unsized(513), None, "large: the system's");
+    // The last live block of a pool: freed too, the emptied pool finished out of line.
+    // SAFETY: live, freed once.
+    unsafe { assert!(heap.try_deallocate_unsized(keep.as_ptr())) };
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+    let debug = Heap::with_config(HeapConfig::new().debug(true)).unwrap();
+    assert_eq!(
+        debug.try_allocate_unsized(16),
+        None,
+        "debug mode: the slow path"
+    );
+    let p = debug.allocate_unsized(16).unwrap();
+    let q = debug.allocate_unsized(16).unwrap();
+    // SAFETY: live blocks of the debug heap, freed once.
+    unsafe {
+        assert!(!debug.try_deallocate_unsized(p.as_ptr()));
+        debug.deallocate_unsized(p);
+        debug.deallocate_unsized(q);
+    }
+    heap.check().unwrap();
+    debug.check().unwrap();
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Alloc(usize),
@@ -267,8 +351,14 @@ proptest! {
                     };
                     prop_assert!(usable >= size);
                     prop_assert!(same, "{:p} lost its contents", p);
-                    // SAFETY: a live block, freed once.
-                    unsafe { heap.deallocate_unsized(p) };
+                    // Half the frees try the call-free fast path first, as pyalloc-python's
+                    // adapter does.
+                    // SAFETY: a live block, freed once (by whichever path takes it).
+                    unsafe {
+                        if (pick >> 40) & 1 == 0 || !heap.try_deallocate_unsized(p.as_ptr()) {
+                            heap.deallocate_unsized(p);
+                        }
+                    }
                 }
                 _ => {}
             }

@@ -46,9 +46,12 @@
 //! C's `free(p)` carries no size and no owner, so a heap that serves it must tell its own
 //! pointers from anyone else's without reading the memory they point to. CPython 3.11 keeps a
 //! three-level radix tree over its (page-aligned) arenas for this (`arena_map_is_used`).
-//! Arenas here are aligned to their size, so one bit per arena-sized slot of the address space
+//! Arenas here are aligned to their size, so one mark per arena-sized slot of the address space
 //! answers it: [`ArenaMap`], a root of leaf pointers (allocated zeroed, so the pages of it that
-//! are never written cost no memory) and 4 KiB leaves of bits, made as arenas arrive.
+//! are never written cost no memory) and 32 KiB leaves of one byte per slot, made as arenas
+//! arrive. A byte rather than a bit: the test is one load and compare instead of a load, two
+//! shifts, a mask and a bit test, on every size-less free (a leaf covers 32 GiB of 1 MiB
+//! arenas, and its untouched pages cost nothing).
 //! ```text
 //! map.contains(a)  ⇔  a lies in an arena mapped now
 //! ```
@@ -67,11 +70,11 @@ const NONE: u32 = u32::MAX;
 /// refused, and a pointer above is never ours.
 const ADDRESS_BITS: u32 = 48;
 
-/// Bits per leaf of the map: one 4 KiB page of them.
+/// Slots per leaf of the map, as a power of two: 32 KiB leaves.
 const LEAF_BITS: u32 = 15;
 
-/// One leaf of the map: a bit per arena slot.
-type Leaf = [u64; 1 << (LEAF_BITS - 6)];
+/// One leaf of the map: a byte per arena slot, nonzero while an arena is mapped there.
+type Leaf = [u8; 1 << LEAF_BITS];
 
 /// An entry of the map's root: a leaf, or none yet.
 type RootEntry = Option<MetaBox<Leaf>>;
@@ -83,7 +86,7 @@ type RootEntry = Option<MetaBox<Leaf>>;
 // SAFETY: `None` holds no pointer; reading its bytes as an integer reads no provenance.
 const _: () = assert!(unsafe { core::mem::transmute::<RootEntry, usize>(None) } == 0);
 
-/// One bit per arena-sized slot of the address space, set while an arena of this heap is
+/// One byte per arena-sized slot of the address space, set while an arena of this heap is
 /// mapped there: a two-level radix map (see the module docs).
 pub(crate) struct ArenaMap {
     /// `log2(arena size)`: a slot's number is its address shifted by this.
@@ -107,7 +110,8 @@ impl ArenaMap {
         }
     }
 
-    /// The root index and the bit of the slot of `addr`, or `None` above the covered range.
+    /// The root index and the index in its leaf of the slot of `addr`, or `None` above the
+    /// covered range.
     #[inline(always)]
     fn position(&self, addr: usize) -> Option<(usize, usize)> {
         if addr >> ADDRESS_BITS != 0 {
@@ -117,15 +121,15 @@ impl ArenaMap {
         Some((slot >> LEAF_BITS, slot & ((1 << LEAF_BITS) - 1)))
     }
 
-    /// Whether `addr` lies in an arena of this heap: three loads, no read outside the map.
+    /// Whether `addr` lies in an arena of this heap: four loads, no read outside the map.
     /// The root has exactly one entry per leaf of the covered range, so its bounds check alone
     /// turns away an address above the range (or any address before the first arena).
     #[inline(always)]
     pub(crate) fn contains(&self, addr: usize) -> bool {
         let slot = addr >> self.shift;
-        let bit = slot & ((1 << LEAF_BITS) - 1);
+        let index = slot & ((1 << LEAF_BITS) - 1);
         match self.root.get(slot >> LEAF_BITS) {
-            Some(Some(words)) => words[bit >> 6] >> (bit & 63) & 1 != 0,
+            Some(Some(leaf)) => leaf[index] != 0,
             _ => false,
         }
     }
@@ -133,7 +137,7 @@ impl ArenaMap {
     /// Marks (or clears) the slot of an arena at `base`. Returns `false`, changing nothing, when
     /// the arena lies above the covered range or memory for the map cannot be had.
     fn set(&mut self, base: usize, present: bool) -> bool {
-        let Some((leaf, bit)) = self.position(base) else {
+        let Some((leaf, index)) = self.position(base) else {
             return false;
         };
         if self.root.is_empty() {
@@ -144,8 +148,8 @@ impl ArenaMap {
             // SAFETY: all-zero bytes are a `RootEntry`'s `None` (proved next to `RootEntry`).
             self.root = unsafe { zeroed.assume_init() }.into_vec();
         }
-        let words = match &mut self.root[leaf] {
-            Some(words) => words,
+        let slots = match &mut self.root[leaf] {
+            Some(slots) => slots,
             None if !present => return true,
             slot @ None => {
                 if self.leaf_indices.try_reserve(1).is_err() {
@@ -155,15 +159,11 @@ impl ArenaMap {
                     return false;
                 };
                 self.leaf_indices.push(leaf);
-                // SAFETY: all-zero bytes are a valid `[u64; N]`.
+                // SAFETY: all-zero bytes are a valid `[u8; N]`.
                 slot.insert(unsafe { zeroed.assume_init() })
             }
         };
-        if present {
-            words[bit >> 6] |= 1 << (bit & 63);
-        } else {
-            words[bit >> 6] &= !(1 << (bit & 63));
-        }
+        slots[index] = u8::from(present);
         true
     }
 
@@ -172,7 +172,7 @@ impl ArenaMap {
         self.leaf_indices
             .iter()
             .filter_map(|&i| self.root[i].as_ref())
-            .map(|leaf| leaf.iter().map(|w| w.count_ones() as usize).sum::<usize>())
+            .map(|leaf| leaf.iter().filter(|&&slot| slot != 0).count())
             .sum()
     }
 
@@ -980,8 +980,8 @@ mod tests {
             "above the covered range: refused"
         );
         assert_eq!(map.leaves(), 1);
-        // 2^(48 - 20 - 15) root entries of 8 bytes, and one 4 KiB leaf.
-        assert_eq!(map.bytes(), (1 << 13) * 8 + 4096);
+        // 2^(48 - 20 - 15) root entries of 8 bytes, and one 32 KiB leaf.
+        assert_eq!(map.bytes(), (1 << 13) * 8 + (32 << 10));
         assert!(map.set(base, false));
         assert!(!map.contains(base));
     }

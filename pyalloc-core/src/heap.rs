@@ -961,7 +961,7 @@ impl Heap {
 /// ```
 impl Heap {
     /// Whether `ptr` lies in one of this heap's arenas. Safe for any pointer, including ones
-    /// never allocated by pyalloc: it reads only the heap's arena map (a radix map with a bit
+    /// never allocated by pyalloc: it reads only the heap's arena map (a radix map with a byte
     /// per arena-sized slot of the address space), never the memory `ptr` points to.
     ///
     /// # Panics
@@ -980,16 +980,39 @@ impl Heap {
     /// pointer (a 1-byte request), as CPython's allocators must.
     #[inline]
     pub fn allocate_unsized(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
-        if size.wrapping_sub(1) < self.gate.fast_limit() {
-            // SAFETY: the fast-path test passed, so the gate is open; `alloc_block` calls out
-            // only through the gate and does not panic.
-            let core = unsafe { self.core_fast() };
-            return core
-                .raw
-                .alloc_block(class_of(size), &self.gate)
-                .ok_or(AllocError);
+        match self.try_allocate_unsized(size) {
+            Some(block) => Ok(block),
+            None => self.allocate_unsized_slow(size),
         }
-        self.allocate_unsized_slow(size)
+    }
+
+    /// The fast path of [`allocate_unsized`](Self::allocate_unsized) alone: a block of `size`
+    /// bytes (1 to 512) when the heap can hand one out without calling anything (a block of
+    /// the size class's current pool, popped or carved); `None` otherwise (another size, the
+    /// pool needs replacing, debug mode, a call from inside the heap), having changed nothing.
+    ///
+    /// For a caller that wraps the heap in a function of its own, such as a C allocator's
+    /// `malloc`: with this inlined and `allocate_unsized` in a second function it calls only on
+    /// `None`, the common case makes no call and saves no registers (pyalloc-python's adapter).
+    ///
+    /// ```
+    /// let heap = pyalloc::Heap::new();
+    /// let p = match heap.try_allocate_unsized(40) {
+    ///     Some(p) => p,
+    ///     None => heap.allocate_unsized(40).unwrap(),
+    /// };
+    /// // SAFETY: a live block of this heap, used by nothing else.
+    /// unsafe { heap.deallocate_unsized(p) };
+    /// ```
+    #[inline(always)]
+    pub fn try_allocate_unsized(&self, size: usize) -> Option<NonNull<u8>> {
+        if size.wrapping_sub(1) < self.gate.fast_limit() {
+            // SAFETY: the fast-path test passed, so the gate is open and the heap not in debug
+            // mode; `try_alloc_block_unsized` calls nothing and does not panic.
+            let core = unsafe { self.core_fast() };
+            return core.raw.try_alloc_block_unsized(class_of(size));
+        }
+        None
     }
 
     /// As [`allocate_unsized`](Self::allocate_unsized), zeroed.
@@ -1003,6 +1026,23 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn allocate_unsized_slow(&self, size: usize) -> Result<NonNull<u8>, AllocError> {
+        if self.gate.fast_paths_open() {
+            if size > SMALL_REQUEST_THRESHOLD {
+                // A large block is the system allocator's and touches nothing of the heap (it
+                // is neither counted nor held to the limit, see above): no need to enter.
+                // SAFETY: `malloc` has no preconditions; it returns null or `size` bytes,
+                // aligned to 16 on the 64-bit platforms pyalloc supports.
+                return NonNull::new(unsafe { libc::malloc(size) }.cast()).ok_or(AllocError);
+            }
+            // A small (or zero-byte: one-byte) request whose class needs a pool from an arena.
+            // SAFETY: the gate is open and the heap not in debug mode; `alloc_block` calls out
+            // only through the gate and does not panic.
+            let core = unsafe { self.core_fast() };
+            return core
+                .raw
+                .alloc_block(class_of(size.max(1)), &self.gate)
+                .ok_or(AllocError);
+        }
         let result = self.enter(|core, gate| match &mut core.debug {
             Some(debug) => {
                 let layout = Layout::from_size_align(size.max(1), ALIGNMENT)
@@ -1044,6 +1084,29 @@ impl Heap {
         }
         // SAFETY: forwarded contract.
         unsafe { self.deallocate_unsized_slow(ptr) }
+    }
+
+    /// The fast path of [`deallocate_unsized`](Self::deallocate_unsized) alone: frees `ptr` if
+    /// it is a block of this heap (the common free makes no call; one that empties a pool or
+    /// frees into a full one finishes out of line), and returns whether it did. `false` (the
+    /// heap is busy or in debug mode, `ptr` is null, or any pointer the heap does not own)
+    /// changes nothing: the caller then calls `deallocate_unsized` (or
+    /// nothing, for null). The counterpart of [`try_allocate_unsized`](Self::try_allocate_unsized).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or as for [`deallocate_unsized`](Self::deallocate_unsized); when this
+    /// returns `true` it is not used afterwards.
+    #[inline(always)]
+    pub unsafe fn try_deallocate_unsized(&self, ptr: *mut u8) -> bool {
+        if !self.gate.fast_paths_open() {
+            return false;
+        }
+        // SAFETY: the gate is open and the heap not in debug mode; `try_free_block_unsized`
+        // calls out only through the gate and does not panic.
+        let core = unsafe { self.core_fast() };
+        // SAFETY: forwarded contract.
+        unsafe { core.raw.try_free_block_unsized(ptr, &self.gate) }
     }
 
     /// # Safety

@@ -408,6 +408,61 @@ impl RawHeap {
         Some(block)
     }
 
+    /// A block of `class` if the size-less fast path can hand one out without calling anything
+    /// in the common case: the class has a pool (a pop, and a carve when the pool runs dry,
+    /// inline; a pool that fills up leaves its list out of line). `None` (no pool: one must
+    /// come from an arena) changes nothing and sends the caller to
+    /// [`alloc_block`](Self::alloc_block). For the C-ABI adapters over the size-less API
+    /// (pyalloc-python's), whose fast path then makes no call.
+    ///
+    /// The caller's gate is open and the heap is not in debug mode.
+    #[inline(always)]
+    pub(crate) fn try_alloc_block_unsized(&mut self, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(class < NUM_SIZE_CLASSES, "class {class} out of range");
+        debug_assert!(
+            self.fill == Fill::Nothing,
+            "the fast paths are shut in debug mode"
+        );
+        // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
+        let pool = unsafe { self.pools.lists.get_unchecked(class) }.head()?;
+        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
+        let (block, ran_dry) = unsafe { pool.pop_free() };
+        // SAFETY: the pool's free list is empty when `ran_dry`.
+        if ran_dry && !unsafe { pool.carve_next(self.arenas.pool_size(), Fill::Nothing) } {
+            self.retire(pool, class);
+        }
+        valgrind::malloclike(block.as_ptr(), block_size(class), false);
+        Some(block)
+    }
+
+    /// Frees `ptr` if it is a pool block of this heap: the push inline, the rare rest (a pool
+    /// that empties or was full) out of line through the gate. Returns whether it freed;
+    /// `false` (null, and every pointer the heap does not own) changes nothing and leaves the
+    /// pointer to [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's
+    /// free.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; when this
+    /// returns `true` it is not used again.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8, gate: &Gate) -> bool {
+        if !self.owns(ptr) {
+            return false;
+        }
+        // SAFETY: an address in our arenas that the caller says is live: a pool block (of
+        // this heap's, as the map says), non-null.
+        let block = unsafe { NonNull::new_unchecked(ptr) };
+        // SAFETY: as above.
+        let pool = unsafe { self.pool_of(block) };
+        // SAFETY: a live block of `pool`, a pool of this heap, which we borrow.
+        if let Freed::Finish(pool) = unsafe { self.pools.push(pool, block) } {
+            // SAFETY: just pushed, and the push said it needs finishing.
+            unsafe { self.finish_free(pool, gate) };
+        }
+        true
+    }
+
     /// The head pool of `class` is full: it leaves its class's list. If it was the cached
     /// pool, it is cached no more (it is far from empty), so the cached pool is never full: a
     /// free that empties a pool tells the cached one by its address alone.

@@ -23,6 +23,21 @@ use pyo3_ffi::PyMemAllocatorEx;
 pub(crate) unsafe trait Sizeless {
     /// A block of `size` bytes (`size` 0 included: a distinct block).
     fn allocate(&self, size: usize) -> Option<NonNull<u8>>;
+    /// A block of `size` bytes if one can be had without calling anything; `None` (having
+    /// changed nothing) sends the adapter to [`allocate`](Sizeless::allocate). Inlined into
+    /// the `extern "C"` function, so that its common case makes no call.
+    fn try_allocate(&self, _size: usize) -> Option<NonNull<u8>> {
+        None
+    }
+    /// Frees `ptr` if that needs no call, and says whether it did; `false` (having changed
+    /// nothing) sends the adapter to [`deallocate`](Sizeless::deallocate).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or as for `deallocate`; after `true` it is not used again.
+    unsafe fn try_deallocate(&self, _ptr: *mut u8) -> bool {
+        false
+    }
     /// As [`allocate`](Sizeless::allocate), zeroed.
     fn allocate_zeroed(&self, size: usize) -> Option<NonNull<u8>>;
     /// Frees `ptr`.
@@ -69,7 +84,22 @@ fn raw(block: Option<NonNull<u8>>) -> *mut c_void {
     block.map_or(ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
+// Each entry point that has a fast path is two functions: the `extern "C"` one CPython calls
+// tries the allocator's call-free fast path inline, and on a miss jumps (a sibling call: the
+// same signature) to a second `extern "C"` function that does the rest. So the common case
+// makes no call, needs no stack frame and saves no registers.
+
 extern "C" fn malloc<A: Sizeless>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: CPython passes back the context of the table `allocator_ex` built.
+    let a = unsafe { alloc::<A>(ctx) };
+    match a.try_allocate(size) {
+        Some(block) => block.as_ptr().cast(),
+        None => malloc_slow::<A>(ctx, size),
+    }
+}
+
+#[inline(never)]
+extern "C" fn malloc_slow<A: Sizeless>(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: CPython passes back the context of the table `allocator_ex` built.
     let a = unsafe { alloc::<A>(ctx) };
     raw(a.allocate(size))
@@ -93,12 +123,24 @@ extern "C" fn realloc<A: Sizeless>(ctx: *mut c_void, ptr: *mut c_void, size: usi
 }
 
 extern "C" fn free<A: Sizeless>(ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: CPython passes back the context of the table `allocator_ex` built.
+    let a = unsafe { alloc::<A>(ctx) };
+    // SAFETY: CPython's free contract: null, or a live block of this domain, which this table
+    // allocated.
+    if !unsafe { a.try_deallocate(ptr.cast()) } {
+        free_slow::<A>(ctx, ptr);
+    }
+}
+
+#[inline(never)]
+extern "C" fn free_slow<A: Sizeless>(ctx: *mut c_void, ptr: *mut c_void) {
     let Some(ptr) = NonNull::new(ptr.cast()) else {
         return;
     };
     // SAFETY: CPython passes back the context of the table `allocator_ex` built.
     let a = unsafe { alloc::<A>(ctx) };
-    // SAFETY: CPython's free contract: a live block of this domain, which this table allocated.
+    // SAFETY: CPython's free contract: a live block of this domain, which this table allocated
+    // (and `try_deallocate` left it live).
     unsafe { a.deallocate(ptr) }
 }
 
@@ -109,6 +151,18 @@ unsafe impl Sizeless for Heap {
     #[inline]
     fn allocate(&self, size: usize) -> Option<NonNull<u8>> {
         self.allocate_unsized(size).ok()
+    }
+
+    #[inline(always)]
+    fn try_allocate(&self, size: usize) -> Option<NonNull<u8>> {
+        self.try_allocate_unsized(size)
+    }
+
+    #[inline(always)]
+    unsafe fn try_deallocate(&self, ptr: *mut u8) -> bool {
+        // SAFETY: forwarded contract: null or a live block from this heap's unsized API (or
+        // the system allocator's, which the heap does not own and leaves alone).
+        unsafe { self.try_deallocate_unsized(ptr) }
     }
 
     #[inline]
