@@ -1,7 +1,8 @@
 /* fork while other threads allocate, under the preload.
  *
  * `fork FORKS`: three threads keep allocating, swapping blocks through a shared table and
- * freeing each other's; meanwhile the main thread forks FORKS times. Each child (alarm: 10 s,
+ * freeing each other's, and a fourth keeps starting short-lived threads (whose set-up and exit
+ * allocate from the shared fallback heap); meanwhile the main thread forks FORKS times. Each child (alarm: 10 s,
  * so a deadlock is a failure and not a hang) frees every block left in the table (blocks of
  * heaps whose threads do not exist in the child), allocates and frees on its own thread and on
  * a new one, and exits 0. Exit status 0 when every child did.
@@ -35,9 +36,41 @@ static void *churn(void *arg) {
     return NULL;
 }
 
+static pthread_key_t key;
+
+/* A malloc/free pair the compiler cannot remove (GCC deletes `free(malloc(n))`). */
+static void churn_one(size_t size) {
+    void *volatile block = malloc(size);
+    free(block);
+}
+
+/* Runs at a short-lived thread's exit, after its heap was given back: these requests, like the
+ * ones made while a thread sets up its heap, are served by the shared fallback heap, the one
+ * heap a fork could catch held by another thread. */
+static void late(void *value) {
+    free(value);
+    for (int i = 0; i < 5000; i++) churn_one(16 + i % 400);
+}
+
+static void *brief(void *arg) {
+    pthread_setspecific(key, malloc(32));
+    return arg;
+}
+
+/* Keeps starting threads that live for one allocation: set-up and exit, over and over. */
+static void *spawner(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop)) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, brief, NULL) == 0) pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
 static void *child_thread(void *arg) {
     (void)arg;
-    for (int i = 0; i < 10000; i++) free(malloc(1 + i % 700));
+    pthread_setspecific(key, malloc(32)); /* and `late` at its exit */
+    for (int i = 0; i < 10000; i++) churn_one(1 + i % 700);
     return NULL;
 }
 
@@ -64,8 +97,10 @@ static int child(void) {
 
 int main(int argc, char **argv) {
     int forks = argc > 1 ? atoi(argv[1]) : 50;
-    pthread_t t[3];
+    pthread_key_create(&key, late);
+    pthread_t t[4];
     for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
+    pthread_create(&t[3], NULL, spawner, NULL);
     int failed = 0;
     for (int i = 0; i < forks; i++) {
         pid_t pid = fork();
@@ -84,10 +119,10 @@ int main(int argc, char **argv) {
             failed++;
         }
         /* The parent keeps allocating too. */
-        free(malloc(64));
+        churn_one(64);
     }
     atomic_store(&stop, 1);
-    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
     for (int i = 0; i < SLOTS; i++) free(atomic_exchange(&slots[i], NULL));
     printf("fork: %d forks, %d failed\n", forks, failed);
     return failed != 0;
