@@ -844,8 +844,8 @@ static FORK_HOLD: AtomicBool = AtomicBool::new(false);
 /// A pointer handed to [`dealloc_unsized`](Global::dealloc_unsized) may be a pool block of any
 /// thread's heap, a large block (glibc's `malloc`'s, as in CPython), or a block the system
 /// allocator gave before pyalloc was loaded. [`Global::owns`] tells them apart from the
-/// process-wide arena map alone ([`process_map`](crate::process_map): one bit per 1 MiB arena
-/// slot, never a read of the memory at the pointer); for a block of ours, the pool header (the
+/// process-wide arena map alone (`process_map.rs`: one bit per 1 MiB arena slot, never a read
+/// of the memory at the pointer); for a block of ours, the pool header (the
 /// address masked) names the owner heap and the size class, so the free goes to the owner's
 /// fast path or mailbox exactly as a sized free does, and the usable size is the class's block
 /// size. Everything else goes to the system allocator.
@@ -959,7 +959,8 @@ impl Global {
     pub unsafe fn realloc_unsized(ptr: NonNull<u8>, new_size: usize) -> *mut u8 {
         if debug_mode() {
             // SAFETY: as in `dealloc_unsized_cold`.
-            let moved = with_fallback(|heap| unsafe { heap.reallocate_unsized(Some(ptr), new_size) });
+            let moved =
+                with_fallback(|heap| unsafe { heap.reallocate_unsized(Some(ptr), new_size) });
             return moved
                 .and_then(Result::ok)
                 .map_or(ptr::null_mut(), NonNull::as_ptr);

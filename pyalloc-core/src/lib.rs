@@ -46,8 +46,8 @@ mod meta;
 mod os;
 mod pool;
 mod pool_box;
-mod process_map;
 mod pooled;
+mod process_map;
 mod raw;
 mod remote;
 mod size_class;
@@ -72,12 +72,12 @@ pub use os::MmapSource;
 pub use os::{ArenaSource, FailingSource, SystemSource};
 pub use pool_box::PoolBox;
 pub use pooled::Pooled;
+pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};
 /// glibc's allocator reached through `__libc_malloc` and its siblings (never the `malloc`
 /// symbol), for a pyalloc that is itself the process's `malloc`; and the early look-up of
 /// glibc's `malloc_usable_size` it needs. Only with the `glibc-internals` feature.
 #[cfg(feature = "glibc-internals")]
 pub use sys::{resolve_malloc_usable_size, System as LibcSystem};
-pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};
 
 /// Not public API: what `#[derive(FreeListed)]` expands to refers to these paths.
 #[doc(hidden)]

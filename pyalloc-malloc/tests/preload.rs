@@ -16,7 +16,9 @@ use std::process::{Command, Output};
 /// the tests could link) into `target/<profile>/deps/`, the directory of this test binary.
 fn library() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe.parent().expect("the test binary lies in target/<profile>/deps");
+    let deps = exe
+        .parent()
+        .expect("the test binary lies in target/<profile>/deps");
     let so = deps.join("libpyalloc_malloc.so");
     assert!(
         so.is_file(),
@@ -34,7 +36,14 @@ fn compile(name: &str) -> PathBuf {
     let program = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("preload-{name}"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-O1", "-g", "-Wall", "-Wno-use-after-free", "-pthread", "-o"])
+        .args([
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wno-use-after-free",
+            "-pthread",
+            "-o",
+        ])
         .arg(&program)
         .arg(&source)
         .arg("-ldl")
@@ -65,13 +74,19 @@ fn run(program: &Path, args: &[&str], preload: bool, env: &[(&str, &str)]) -> Ou
 fn semantics_hold_for_glibc_itself() {
     // The generic checks, without the library: they describe glibc, not just pyalloc.
     let output = run(&compile("semantics"), &["glibc"], false, &[]);
-    assert!(output.status.success(), "glibc fails its own semantics test");
+    assert!(
+        output.status.success(),
+        "glibc fails its own semantics test"
+    );
 }
 
 #[test]
 fn semantics_under_the_preload() {
     let output = run(&compile("semantics"), &["pyalloc"], true, &[]);
-    assert!(output.status.success(), "the semantics test failed under the preload");
+    assert!(
+        output.status.success(),
+        "the semantics test failed under the preload"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("(pyalloc,"), "{stdout}");
 }
@@ -91,7 +106,10 @@ fn threads_free_each_others_blocks() {
         true,
         &[("PYALLOC_MALLOC_STATS", "1")],
     );
-    assert!(output.status.success(), "the stress test failed under the preload");
+    assert!(
+        output.status.success(),
+        "the stress test failed under the preload"
+    );
     // The report at exit: several heaps were made (one per thread, adopted across rounds),
     // and the arenas were pyalloc's.
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -104,7 +122,10 @@ fn threads_free_each_others_blocks() {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("a number of heaps");
-    assert!(heaps >= 5, "4 threads and the fallback heap at least: {line}");
+    assert!(
+        heaps >= 5,
+        "4 threads and the fallback heap at least: {line}"
+    );
     assert!(line.contains(", arenas "), "{line}");
     assert!(!line.contains(", arenas 0 "), "{line}");
 }
@@ -112,7 +133,10 @@ fn threads_free_each_others_blocks() {
 #[test]
 fn fork_while_threads_allocate() {
     let output = run(&compile("fork"), &["40"], true, &[]);
-    assert!(output.status.success(), "a child of fork failed under the preload");
+    assert!(
+        output.status.success(),
+        "a child of fork failed under the preload"
+    );
 }
 
 #[test]
@@ -135,5 +159,8 @@ fn programs_give_the_same_answers() {
     };
     let (plain, preloaded) = (sort(false), sort(true));
     assert_eq!(plain.len(), preloaded.len());
-    assert!(plain == preloaded, "sort's output differs under the preload");
+    assert!(
+        plain == preloaded,
+        "sort's output differs under the preload"
+    );
 }
