@@ -42,29 +42,11 @@ PYTHONMALLOC=malloc on_pyalloc "$python" -c 'import json; json.loads(json.dumps(
 LD_PRELOAD=$lib PYTHONMALLOC=malloc "$python" -m test test_dict test_json
 
 step "sqlite3: 100,000 generated rows, same answers with and without"
-cat > "$work/make.sql" <<'SQL'
-CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT, grp INTEGER, price REAL, note TEXT);
-WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000)
-INSERT INTO item
-SELECT x, printf('item-%06d', (x * 7919) % 100003), x % 97, (x * 31 % 10007) / 7.0,
-       substr('lorem ipsum dolor sit amet consectetur adipiscing elit', 1 + x % 40, 1 + x % 23)
-FROM n;
-CREATE INDEX item_grp ON item(grp, price);
-CREATE TABLE grp AS SELECT grp AS id, count(*) AS items, sum(price) AS total FROM item GROUP BY grp;
-SQL
-cat > "$work/query.sql" <<'SQL'
-SELECT count(*), sum(price), min(name), max(name) FROM item;
-SELECT grp, count(*), round(avg(price), 4), group_concat(id % 10, '') FROM item GROUP BY grp ORDER BY grp LIMIT 20;
-SELECT name, price FROM item WHERE note LIKE '%dolor%' ORDER BY price DESC, id LIMIT 25;
-SELECT g.id, g.items, round(g.total, 2), count(i.id) FROM grp g JOIN item i ON i.grp = g.id
-  WHERE i.price > 500 GROUP BY g.id ORDER BY g.id;
-SELECT length(group_concat(name)) FROM (SELECT name FROM item ORDER BY name);
-PRAGMA integrity_check;
-SQL
+bench=pyalloc-malloc/bench
 for mode in plain pyalloc; do
     run=(); [ "$mode" = pyalloc ] && run=(on_pyalloc)
-    "${run[@]}" sqlite3 "$work/$mode.db" < "$work/make.sql"
-    "${run[@]}" sqlite3 "$work/$mode.db" < "$work/query.sql" > "$work/$mode.query"
+    "${run[@]}" sqlite3 "$work/$mode.db" < $bench/sqlite-make.sql
+    "${run[@]}" sqlite3 "$work/$mode.db" < $bench/sqlite-query.sql > "$work/$mode.query"
     "${run[@]}" sqlite3 "$work/$mode.db" .dump | sha256sum > "$work/$mode.dump"
 done
 cmp "$work/plain.query" "$work/pyalloc.query"
