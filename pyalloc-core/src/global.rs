@@ -37,8 +37,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
-use std::alloc::System;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
@@ -50,6 +49,7 @@ use crate::raw::{dangling, slice, Freed, ThreadLink, UsedPools};
 use crate::remote::{Mailbox, Posted};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
+use crate::sys::System;
 
 /// The global allocator: `#[global_allocator] static GLOBAL: pyalloc::Global = pyalloc::Global;`
 /// puts a whole program on pyalloc, one pymalloc heap per thread.
@@ -651,15 +651,7 @@ impl Global {
                 summary.heaps_elsewhere += 1;
                 continue;
             };
-            summary.arenas += stats.arenas_current();
-            summary.arena_bytes += stats.arena_bytes();
-            summary.blocks_in_use += stats.blocks_in_use();
-            summary.bytes_in_use += stats.bytes_in_allocated_blocks();
-            summary.free_list_slots += stats
-                .free_lists()
-                .iter()
-                .map(|l| l.stats.len)
-                .sum::<usize>();
+            summary.add(&stats);
         }
         summary
     }
@@ -951,5 +943,259 @@ impl Global {
             self.deallocate(ptr, old);
         }
         Ok(fresh)
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Without a size: C's `malloc`/`free` (pyalloc-malloc, the LD_PRELOAD library)
+
+/// Whether `fork_prepare` holds the fallback heap for the fork under way.
+static FORK_HOLD: AtomicBool = AtomicBool::new(false);
+
+/// C's interface, where a free carries no size and a pointer may be anyone's.
+///
+/// A pointer handed to [`dealloc_unsized`](Global::dealloc_unsized) may be a pool block of any
+/// thread's heap, a large block (glibc's `malloc`'s, as in CPython), or a block the system
+/// allocator gave before pyalloc was loaded. [`Global::owns`] tells them apart from the
+/// process-wide arena map alone (`process_map.rs`: one bit per 1 MiB arena slot, never a read
+/// of the memory at the pointer); for a block of ours, the pool header (the
+/// address masked) names the owner heap and the size class, so the free goes to the owner's
+/// fast path or mailbox exactly as a sized free does, and the usable size is the class's block
+/// size. Everything else goes to the system allocator.
+impl Global {
+    /// Whether `ptr` lies in an arena of one of `Global`'s heaps: safe for any pointer,
+    /// whoever allocated it (it reads a process-wide bitmap, not the memory at `ptr`).
+    #[inline(always)]
+    pub fn owns(ptr: *const u8) -> bool {
+        crate::process_map::contains(ptr.addr())
+    }
+
+    /// `malloc`: `size` bytes aligned to 16, from the calling thread's pools up to 512 bytes,
+    /// else from the system allocator; 0 bytes is a distinct 1-byte block. Null when the memory
+    /// cannot be had (the caller sets `errno`).
+    #[inline]
+    pub fn alloc_unsized(size: usize) -> *mut u8 {
+        match Layout::from_size_align(size.max(1), ALIGNMENT) {
+            Ok(layout) => Self::alloc_block(layout),
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
+    /// `calloc`'s memory: as [`alloc_unsized`](Self::alloc_unsized), the `size` bytes zeroed (a
+    /// pool block, which may be reused, by writing; a large one by the system's `calloc`).
+    pub fn alloc_zeroed_unsized(size: usize) -> *mut u8 {
+        match Layout::from_size_align(size.max(1), ALIGNMENT) {
+            // SAFETY: a non-zero size.
+            Ok(layout) => unsafe { <Self as GlobalAlloc>::alloc_zeroed(&Global, layout) },
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
+    /// `free`: a block of any of `Global`'s heaps goes home (to this thread's pool, or the
+    /// owner's mailbox); any other pointer to the system allocator's `free`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block from [`alloc_unsized`](Self::alloc_unsized) (or any of
+    /// `Global`'s allocations of at most 16-byte alignment), or a live block of the system
+    /// allocator, given up by the caller.
+    #[inline]
+    pub unsafe fn dealloc_unsized(ptr: NonNull<u8>) {
+        // In one of our arenas: a pool block, which the sized fast path frees when it is this
+        // thread's (in debug mode `FAST` is `CLOSED`, on which it fails).
+        if Self::owns(ptr.as_ptr()) {
+            // SAFETY: as in `dealloc_block`: `FAST` is `CLOSED` or the table of this thread's
+            // heap with its gate open; the block is a live pool block of some heap, given up.
+            match unsafe { (*FAST.get()).try_free(ptr) } {
+                Freed::Done => return,
+                Freed::Finish(pool) => {
+                    // SAFETY: as in `dealloc_block`.
+                    return unsafe { (*CURRENT.get()).heap.finish_free(pool) };
+                }
+                Freed::NotMine => {}
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Self::dealloc_unsized_cold(ptr) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`dealloc_unsized`](Self::dealloc_unsized).
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_unsized_cold(ptr: NonNull<u8>) {
+        if debug_mode() {
+            // SAFETY: every block of `Global` is the shared debug heap's, which checks it;
+            // any other pointer is the system's (the caller's contract), which it passes on.
+            with_fallback(|heap| unsafe { heap.deallocate_unsized(ptr) });
+            return;
+        }
+        if !Self::owns(ptr.as_ptr()) {
+            // SAFETY: not ours, so a live system block (the caller's contract).
+            return unsafe { crate::sys::free(ptr.as_ptr()) };
+        }
+        // SAFETY: a live pool block of the default geometry.
+        let owner = unsafe { Pool::owner_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) };
+        // SAFETY: a live block of heap `owner`, given up; its own thread's block while its heap
+        // is busy goes to the mailbox too, and is freed on the next slow path.
+        unsafe { send_home(ptr, owner) }
+    }
+
+    /// `malloc_usable_size`: a pool block's class size, or the system allocator's answer.
+    ///
+    /// # Safety
+    ///
+    /// As [`dealloc_unsized`](Self::dealloc_unsized), except that the block stays live.
+    pub unsafe fn usable_size(ptr: NonNull<u8>) -> usize {
+        if debug_mode() {
+            // SAFETY: as in `dealloc_unsized_cold`; the block stays live.
+            return with_fallback(|heap| unsafe { heap.usable_size(ptr) }).unwrap_or(0);
+        }
+        if Self::owns(ptr.as_ptr()) {
+            // SAFETY: a live pool block; its class is constant while it lives.
+            block_size(unsafe { Pool::class_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) })
+        } else {
+            // SAFETY: not ours, so a live system block.
+            unsafe { crate::sys::malloc_usable_size(ptr.as_ptr()) }
+        }
+    }
+
+    /// `realloc` with a non-zero size, by CPython's rule (`pymalloc_realloc`): a pool block
+    /// stays in place when the new size fits its class and more than three quarters of it stay
+    /// used, else moves (to another class, or to the system allocator past 512 bytes); a
+    /// system block is the system's to `realloc` (so a large block grows in place or by
+    /// `mremap`, and a block from before pyalloc was loaded stays the system's). On failure
+    /// (null) the old block is untouched and still live.
+    ///
+    /// # Safety
+    ///
+    /// As [`dealloc_unsized`](Self::dealloc_unsized); on success the old block is given up.
+    pub unsafe fn realloc_unsized(ptr: NonNull<u8>, new_size: usize) -> *mut u8 {
+        if debug_mode() {
+            // SAFETY: as in `dealloc_unsized_cold`.
+            let moved =
+                with_fallback(|heap| unsafe { heap.reallocate_unsized(Some(ptr), new_size) });
+            return moved
+                .and_then(Result::ok)
+                .map_or(ptr::null_mut(), NonNull::as_ptr);
+        }
+        if !Self::owns(ptr.as_ptr()) {
+            // SAFETY: a live system block (the caller's contract).
+            return unsafe { crate::sys::realloc(ptr.as_ptr(), new_size.max(1)) };
+        }
+        // SAFETY: a live pool block; its class is constant while it lives.
+        let held = block_size(unsafe { Pool::class_of(ptr.as_ptr(), DEFAULT_POOL_SIZE) });
+        if new_size <= held && 4 * new_size > 3 * held {
+            return ptr.as_ptr();
+        }
+        let fresh = Self::alloc_unsized(new_size);
+        if !fresh.is_null() {
+            // SAFETY: both live and distinct, each at least the smaller size long; the old one
+            // is then given up (the caller's contract).
+            unsafe {
+                ptr::copy_nonoverlapping(ptr.as_ptr(), fresh, held.min(new_size));
+                Self::dealloc_unsized(ptr);
+            }
+        }
+        fresh
+    }
+
+    /// The `prepare` handler of `pthread_atfork`: takes the fallback heap, so that the child
+    /// never starts with it held by a thread that does not exist there (every other claim in
+    /// the core is non-blocking: see [`fork_child`](Self::fork_child)). Call it, and then
+    /// exactly one of [`fork_parent`](Self::fork_parent) or `fork_child`, around each `fork`.
+    pub fn fork_prepare() {
+        if HOLDS_FALLBACK.get() {
+            return;
+        }
+        let Some(heap) = fallback() else { return };
+        let mut spins = 0u32;
+        while !heap.mailbox.try_claim() {
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // Requests of this thread while it holds the fallback heap (a later prepare handler,
+        // fork's own) run within the hold, as in `with_fallback`.
+        HOLDS_FALLBACK.set(true);
+        FORK_HOLD.store(true, Ordering::Relaxed);
+    }
+
+    /// The `parent` handler of `pthread_atfork`: gives the fallback heap back.
+    pub fn fork_parent() {
+        Self::fork_release();
+    }
+
+    /// The `child` handler of `pthread_atfork`: gives the fallback heap back in the child.
+    ///
+    /// In the child only the forking thread exists. Its own heap goes on as before. The heaps
+    /// of the other threads stay *owned* by threads that are gone: nobody adopts them (their
+    /// state may be mid-operation), and a block of theirs freed in the child is posted to
+    /// their mailboxes (a lock-free push) and never reused, a leak bounded by what was live at
+    /// the fork. Heaps abandoned at the fork stay adoptable. No path blocks on any of them:
+    /// the fallback heap is the only one anything waits for, and `fork_prepare` held it.
+    pub fn fork_child() {
+        Self::fork_release();
+    }
+
+    fn fork_release() {
+        if FORK_HOLD.swap(false, Ordering::Relaxed) {
+            HOLDS_FALLBACK.set(false);
+            if let Some(heap) = fallback() {
+                // SAFETY: claimed by `fork_prepare` on this thread, held since.
+                unsafe { release_claimed(heap) };
+            }
+        }
+    }
+
+    /// As [`process_stats`](Self::process_stats), callable on a thread whose heap is gone
+    /// (from an `atexit` handler, after the main thread's thread-local destructors ran): every
+    /// heap that can be claimed is read, the fallback heap included.
+    ///
+    /// # Safety
+    ///
+    /// `Global` is not the global allocator of the caller's code: the figures' tables are
+    /// allocated while a heap is held, and a request for them reaching `Global` from a thread
+    /// without a heap would wait for the fallback heap this very call holds. (pyalloc-malloc's
+    /// own Rust code allocates from glibc.)
+    pub unsafe fn process_stats_detached() -> ProcessStats {
+        if current().is_some() && !debug_mode() {
+            return Self::process_stats();
+        }
+        let made = NEXT_ID.load(Ordering::Acquire);
+        let mut summary = ProcessStats::default();
+        for id in 1..made {
+            let Some(heap) = heap_by_id(id) else { continue };
+            summary.heaps += 1;
+            if !heap.mailbox.try_claim() {
+                summary.heaps_elsewhere += 1;
+                continue;
+            }
+            let stats = heap.heap.stats();
+            // SAFETY: claimed just above.
+            unsafe { release_claimed(heap) };
+            summary.heaps_abandoned += 1;
+            summary.add(&stats);
+        }
+        summary
+    }
+}
+
+impl ProcessStats {
+    /// Adds one heap's figures.
+    fn add(&mut self, stats: &Stats) {
+        self.arenas += stats.arenas_current();
+        self.arena_bytes += stats.arena_bytes();
+        self.blocks_in_use += stats.blocks_in_use();
+        self.bytes_in_use += stats.bytes_in_allocated_blocks();
+        self.free_list_slots += stats
+            .free_lists()
+            .iter()
+            .map(|l| l.stats.len)
+            .sum::<usize>();
     }
 }

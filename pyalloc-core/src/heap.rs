@@ -37,6 +37,7 @@ use crate::pool::Pool;
 use crate::raw::{slice, RawHeap, ThreadLink, UsedPools};
 use crate::size_class::{block_size, class_of};
 use crate::stats::Stats;
+use crate::sys;
 
 /// One instance of CPython's small-object allocator: arenas, pools, size classes, and per-type
 /// free lists.
@@ -349,8 +350,14 @@ impl Heap {
     }
 
     /// A heap for one thread of [`Global`](crate::Global) (see [`RawHeap::set_thread`]).
+    /// Its arenas are marked in the process-wide map, so that `Global` can tell its pointers
+    /// from anyone else's without a size ([`process_map`](crate::process_map)).
     pub(crate) fn for_thread(config: HeapConfig, link: ThreadLink) -> Result<Self, ConfigError> {
-        let mut heap = Self::with_config(config)?;
+        #[cfg(unix)]
+        let source = boxed_source(crate::process_map::MarkedSource::default());
+        #[cfg(not(unix))]
+        let source = default_source();
+        let mut heap = Self::with_boxed_source(config, source)?;
         heap.core.get_mut().raw.set_thread(link);
         heap.gate.set_turned(link.gate_turned);
         heap.abort_on_misuse = true;
@@ -1078,7 +1085,7 @@ impl Heap {
                 unsafe { core.raw.free_block(ptr, &self.gate) };
             } else {
                 // SAFETY: not ours, so a live `malloc` block (the caller's contract).
-                unsafe { libc::free(ptr.as_ptr().cast()) };
+                unsafe { sys::free(ptr.as_ptr()) };
             }
             return;
         }
@@ -1120,7 +1127,7 @@ impl Heap {
                 Some(layout) => debug.deallocate(&mut core.raw, ptr, layout, gate),
                 None => {
                     // SAFETY: not ours, so a live `malloc` block (the caller's contract).
-                    unsafe { libc::free(ptr.as_ptr().cast()) };
+                    unsafe { sys::free(ptr.as_ptr()) };
                     Ok(())
                 }
             },
@@ -1187,7 +1194,7 @@ impl Heap {
                 }
                 None => {
                     // SAFETY: not ours, so a live `malloc` block (the caller's contract).
-                    let moved = unsafe { libc::realloc(ptr.as_ptr().cast(), new_size.max(1)) };
+                    let moved = unsafe { sys::realloc(ptr.as_ptr(), new_size.max(1)) };
                     NonNull::new(moved.cast()).ok_or(DebugError::OutOfMemory)
                 }
             },
@@ -1210,7 +1217,7 @@ impl Heap {
             Some(debug) => match debug.layout_of(&core.raw, ptr)? {
                 Some(layout) => Ok(layout.size()),
                 // SAFETY: not ours, so a live `malloc` block (the caller's contract).
-                None => Ok(unsafe { libc::malloc_usable_size(ptr.as_ptr().cast()) }),
+                None => Ok(unsafe { sys::malloc_usable_size(ptr.as_ptr()) }),
             },
             // SAFETY: forwarded contract.
             None => Ok(unsafe { core.raw.usable_size(ptr) }),

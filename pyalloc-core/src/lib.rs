@@ -11,11 +11,13 @@
 //! Modules import only downwards, in this order (each line imports only from lines above it):
 //!
 //! ```text
-//!  config, valgrind, gate, meta    tunables; memcheck hooks; the re-entrancy gate; the
-//!                                  system allocator the core's own structures live in
+//!  config, valgrind, gate, sys     tunables; memcheck hooks; the re-entrancy gate; the
+//!                                  system allocator (std's, or glibc's `__libc_*` ones)
+//!  meta                            the system allocator the core's own structures live in
 //!  fill, link, size_class          fill patterns; the free-block link; class arithmetic
 //!  remote                          frees from other threads: mailboxes, who holds a heap
 //!  os                              layer 0: arena sources
+//!  process_map                     `Global`'s arenas, one bit per slot, for any thread
 //!  arena                           layer 1: the arena table, the spares budget
 //!  pool                            layer 2's unit: a pool and the used-pool list
 //!  raw                             layers 0-2: the unsafe `&mut self` core
@@ -45,10 +47,12 @@ mod os;
 mod pool;
 mod pool_box;
 mod pooled;
+mod process_map;
 mod raw;
 mod remote;
 mod size_class;
 mod stats;
+mod sys;
 mod valgrind;
 
 pub use allocator_api2;
@@ -69,6 +73,11 @@ pub use os::{ArenaSource, FailingSource, SystemSource};
 pub use pool_box::PoolBox;
 pub use pooled::Pooled;
 pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};
+/// glibc's allocator reached through `__libc_malloc` and its siblings (never the `malloc`
+/// symbol), for a pyalloc that is itself the process's `malloc`; and the early look-up of
+/// glibc's `malloc_usable_size` it needs. Only with the `glibc-internals` feature.
+#[cfg(feature = "glibc-internals")]
+pub use sys::{resolve_malloc_usable_size, System as LibcSystem};
 
 /// Not public API: what `#[derive(FreeListed)]` expands to refers to these paths.
 #[doc(hidden)]

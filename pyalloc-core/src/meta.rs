@@ -16,9 +16,14 @@
 //! standard types; so do the tests. This module is the only one that names the collections'
 //! crates.
 
+#[cfg(feature = "glibc-internals")]
+pub(crate) use crate::sys::System as Meta;
 /// The allocator of the core's own structures: the system allocator, which implements
 /// allocator-api2's `Allocator`. A `use`, not a `type`, so that `Meta` is also the unit value
-/// that the `_in` constructors take (in `const`s too).
+/// that the `_in` constructors take (in `const`s too). With the `glibc-internals` feature it is
+/// glibc's allocator reached through `__libc_malloc` and its siblings (see [`sys`](crate::sys)):
+/// when pyalloc is the process's `malloc`, the symbol `malloc` is pyalloc itself.
+#[cfg(not(feature = "glibc-internals"))]
 pub(crate) use allocator_api2::alloc::System as Meta;
 
 /// A `Vec` in system memory.

@@ -32,7 +32,7 @@
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
-use std::alloc::{GlobalAlloc, System};
+use std::alloc::GlobalAlloc;
 
 use allocator_api2::alloc::AllocError;
 
@@ -44,6 +44,7 @@ use crate::os::SourceBox;
 use crate::pool::{Owner, Pool, PoolList, NO_OWNER};
 use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
+use crate::sys::{self, System};
 use crate::valgrind;
 
 /// Layers 0–2 of one heap.
@@ -656,9 +657,9 @@ impl RawHeap {
         if size <= SMALL_REQUEST_THRESHOLD {
             return self.alloc_block(class_of(size), gate);
         }
-        // SAFETY: `malloc` has no preconditions; it returns null or `size` bytes, aligned to 16
-        // on the 64-bit platforms pyalloc supports.
-        NonNull::new(unsafe { libc::malloc(size) }.cast())
+        // `malloc` returns null or `size` bytes, aligned to 16 on the 64-bit platforms pyalloc
+        // supports.
+        NonNull::new(sys::malloc(size))
     }
 
     /// Frees a block without its size: a pool block goes back to its pool, anything else to
@@ -674,7 +675,7 @@ impl RawHeap {
             unsafe { self.free_block(ptr, gate) }
         } else {
             // SAFETY: not ours, so the caller's contract makes it a live `malloc` block.
-            unsafe { libc::free(ptr.as_ptr().cast()) }
+            unsafe { sys::free(ptr.as_ptr()) }
         }
     }
 
@@ -690,7 +691,7 @@ impl RawHeap {
             block_size(unsafe { self.pool_of(ptr) }.class())
         } else {
             // SAFETY: a live `malloc` block (the caller's contract).
-            unsafe { libc::malloc_usable_size(ptr.as_ptr().cast()) }
+            unsafe { sys::malloc_usable_size(ptr.as_ptr()) }
         }
     }
 
@@ -711,9 +712,7 @@ impl RawHeap {
         if !self.owns(ptr.as_ptr()) {
             // SAFETY: a live `malloc` block (the caller's contract); `realloc` of 0 bytes would
             // free it, so at least 1 is asked, as CPython does.
-            return NonNull::new(
-                unsafe { libc::realloc(ptr.as_ptr().cast(), new_size.max(1)) }.cast(),
-            );
+            return NonNull::new(unsafe { sys::realloc(ptr.as_ptr(), new_size.max(1)) });
         }
         // SAFETY: a live pool block of this heap.
         let held = block_size(unsafe { self.pool_of(ptr) }.class());
