@@ -391,6 +391,7 @@ impl Arenas {
     }
 
     /// Layer 2 gives back the unit lent by [`lend_spare`](Self::lend_spare).
+    #[inline]
     pub(crate) fn take_back_spare(&mut self) {
         self.spare_lent = false;
     }

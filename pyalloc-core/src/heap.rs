@@ -1094,10 +1094,9 @@ impl Heap {
     }
 
     /// The fast path of [`deallocate_unsized`](Self::deallocate_unsized) alone: frees `ptr` if
-    /// it is a block of this heap (the common free makes no call; one that empties a pool or
-    /// frees into a full one finishes out of line), and returns whether it did. `false` (the
-    /// heap is busy or in debug mode, `ptr` is null, or any pointer the heap does not own)
-    /// changes nothing: the caller then calls `deallocate_unsized` (or
+    /// it is a block of this heap whose free needs no call (it is not its pool's last live
+    /// block), and returns whether it did. `false` (also for null, for a pool's last live
+    /// block, and for every pointer the heap does not own) changes nothing: the caller then calls `deallocate_unsized` (or
     /// nothing, for null). The counterpart of [`try_allocate_unsized`](Self::try_allocate_unsized).
     ///
     /// # Safety
@@ -1110,10 +1109,10 @@ impl Heap {
             return false;
         }
         // SAFETY: the gate is open and the heap not in debug mode; `try_free_block_unsized`
-        // calls out only through the gate and does not panic.
+        // calls nothing and does not panic.
         let core = unsafe { self.core_fast() };
         // SAFETY: forwarded contract.
-        unsafe { core.raw.try_free_block_unsized(ptr, &self.gate) }
+        unsafe { core.raw.try_free_block_unsized(ptr) }
     }
 
     /// # Safety

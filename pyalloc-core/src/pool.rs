@@ -158,6 +158,14 @@ impl Pool {
         }
     }
 
+    /// Whether exactly one block of the pool is live (so its free would empty the pool): one
+    /// compare of the count, kept less one (a full pool holds at least two blocks).
+    #[inline(always)]
+    pub(crate) fn has_one_live(self) -> bool {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs == 0 }
+    }
+
     /// Whether the pool is marked full ([`mark_full`](Self::mark_full)).
     #[inline]
     pub(crate) fn is_marked_full(self) -> bool {
@@ -447,6 +455,36 @@ impl Pool {
         }
     }
 
+    /// [`carve_next`](Self::carve_next) for the size-less fast path (which never fills):
+    /// carves a block of `size` bytes onto the empty free list unless the next offset is past
+    /// `last`, the class's last carving offset in this pool size.
+    ///
+    /// # Safety
+    ///
+    /// The pool's free list is empty, its blocks are `size` bytes, and `last` is its pool size
+    /// less `size`.
+    #[inline(always)]
+    pub(crate) unsafe fn carve_next_until(self, last: u32, size: usize) -> bool {
+        let h = self.header();
+        // SAFETY: a valid header; the carved block lies inside the pool because
+        // `next_offset <= last = pool_size - size`.
+        unsafe {
+            debug_assert!((*h).freeblock.is_null());
+            debug_assert_eq!(block_size((*h).size_class as usize), size);
+            let offset = (*h).next_offset;
+            if offset > last {
+                return false;
+            }
+            let block = h.cast::<u8>().add(offset as usize);
+            (*h).next_offset = offset + size as u32;
+            valgrind::make_undefined(block, size);
+            link::write(block, ptr::null_mut());
+            valgrind::make_noaccess(block, size);
+            (*h).freeblock = block;
+            true
+        }
+    }
+
     /// Every carved block that is free, following the free list. Stops (with an error) at the
     /// first link that is not a carved block of this pool, or after more links than carved
     /// blocks (a cycle).
@@ -624,6 +662,7 @@ impl PoolList {
     /// # Safety
     ///
     /// `pool` is a pool in use that is in no list.
+    #[inline]
     pub(crate) unsafe fn push_front(&mut self, pool: Pool) {
         let p = pool.header();
         // SAFETY: `pool` and the current head have valid headers.
@@ -644,6 +683,7 @@ impl PoolList {
     /// # Safety
     ///
     /// `pool` is in this list.
+    #[inline]
     pub(crate) unsafe fn remove(&mut self, pool: Pool) {
         let p = pool.header();
         // SAFETY: `pool` and its neighbours are listed pools with valid headers.

@@ -49,6 +49,10 @@ use crate::valgrind;
 
 /// Layers 0–2 of one heap.
 pub(crate) struct RawHeap {
+    /// Per size class, the offset past which a pool of this heap has no room to carve another
+    /// block (`pool_size - block size`, CPython's `maxnextoffset`, which the pool header no
+    /// longer holds): the size-less fast path's carve test is one load and compare.
+    last_carve: [u32; NUM_SIZE_CLASSES],
     /// The used pools of each class and the cached pool: all the fast paths read, in one
     /// place that `Global` reaches through a thread-local pointer (and whose address is the
     /// owner a thread heap's pools carry).
@@ -255,6 +259,7 @@ impl RawHeap {
     pub(crate) fn new(config: &HeapConfig, source: SourceBox) -> Self {
         debug_assert!(config.validate().is_ok());
         RawHeap {
+            last_carve: core::array::from_fn(|class| (config.pool_size - block_size(class)) as u32),
             pools: UsedPools::new(!(config.pool_size - 1)),
             pool_mask: !(config.pool_size - 1),
             arenas: Arenas::new(
@@ -428,26 +433,38 @@ impl RawHeap {
         let pool = unsafe { self.pools.lists.get_unchecked(class) }.head()?;
         // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
         let (block, ran_dry) = unsafe { pool.pop_free() };
-        // SAFETY: the pool's free list is empty when `ran_dry`.
-        if ran_dry && !unsafe { pool.carve_next(self.arenas.pool_size(), Fill::Nothing) } {
-            self.retire(pool, class);
+        // SAFETY: `class` is below NUM_SIZE_CLASSES (as above).
+        let last = unsafe { *self.last_carve.get_unchecked(class) };
+        // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool size
+        // less the class's block size.
+        if ran_dry && !unsafe { pool.carve_next_until(last, block_size(class)) } {
+            // `retire` inline, so this path makes no call at all (and needs no stack frame): a
+            // program that fills pools pays for it often (CPython's `go`, 110,000 times a run).
+            // SAFETY: `pool` is the head of `class`'s used list.
+            unsafe { self.pools[class].remove(pool) };
+            pool.mark_full();
+            if self.pools.cached == Some(pool) {
+                self.pools.cached = None;
+                self.arenas.take_back_spare();
+            }
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
         Some(block)
     }
 
-    /// Frees `ptr` if it is a pool block of this heap: the push inline, the rare rest (a pool
-    /// that empties or was full) out of line through the gate. Returns whether it freed;
-    /// `false` (null, and every pointer the heap does not own) changes nothing and leaves the
-    /// pointer to [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's
-    /// free.
+    /// Frees `ptr` if it is a pool block of this heap and not its pool's last live one: the
+    /// push, and when the pool was full its return to the front of its class's list, all
+    /// inline, with no call. Returns whether it freed; `false` (null, a pointer the heap does
+    /// not own, or a pool's last live block, whose pool the slow path empties) changes nothing
+    /// and leaves the pointer to [`deallocate_unsized`](Self::deallocate_unsized). The
+    /// size-less fast path's free.
     ///
     /// # Safety
     ///
     /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; when this
     /// returns `true` it is not used again.
     #[inline(always)]
-    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8, gate: &Gate) -> bool {
+    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> bool {
         if !self.owns(ptr) {
             return false;
         }
@@ -456,10 +473,19 @@ impl RawHeap {
         let block = unsafe { NonNull::new_unchecked(ptr) };
         // SAFETY: as above.
         let pool = unsafe { self.pool_of(block) };
-        // SAFETY: a live block of `pool`, a pool of this heap, which we borrow.
-        if let Freed::Finish(pool) = unsafe { self.pools.push(pool, block) } {
-            // SAFETY: just pushed, and the push said it needs finishing.
-            unsafe { self.finish_free(pool, gate) };
+        if pool.has_one_live() {
+            return false;
+        }
+        // The link is written through the arena's provenance, as in `UsedPools::push`.
+        // SAFETY: a live block's address is non-null.
+        let block: NonNull<u8> =
+            unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.addr())) };
+        valgrind::freelike(block.as_ptr());
+        // SAFETY: a live block of `pool`, which nobody uses after this free; the pool keeps a
+        // live block, so a push that needs attention found it full.
+        if unsafe { pool.push_free(block) } {
+            // SAFETY: the pool was full, so in no list.
+            unsafe { self.pool_was_full(pool) };
         }
         true
     }
@@ -569,11 +595,18 @@ impl RawHeap {
     ///
     /// `pool` is a pool in use of this heap that was full (so in no list) until a block was
     /// just freed into it.
-    #[inline]
+    #[inline(always)]
     unsafe fn pool_was_full(&mut self, pool: Pool) {
         pool.unmark_full();
-        // SAFETY: the caller's contract: in no list.
-        unsafe { self.pools[pool.class()].push_front(pool) };
+        // SAFETY: the caller's contract: in no list; a pool's class was set from a size of 1
+        // to 512 bytes, so it is below NUM_SIZE_CLASSES (no bounds test, and no panic path on
+        // the size-less free, which then needs no stack frame).
+        unsafe {
+            self.pools
+                .lists
+                .get_unchecked_mut(pool.class())
+                .push_front(pool)
+        };
     }
 
     /// The last live block of a used pool that is not the cached one was freed: cache it (if it
