@@ -384,15 +384,7 @@ fn with_fallback<R>(f: impl FnOnce(&Heap) -> R) -> Option<R> {
         // re-entrant allocation (an `AllocError`) and defers a re-entrant free.
         return Some(f(&heap.heap));
     }
-    let mut spins = 0u32;
-    while !heap.mailbox.try_claim() {
-        spins += 1;
-        if spins < 64 {
-            core::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
+    claim_waiting(heap);
     /// Gives the fallback heap up when `f` returns, and also if it unwinds (a panic of
     /// `Global::trim` or `check` called by the user), so no other thread waits for it forever.
     struct Hold(&'static ThreadHeap);
@@ -448,6 +440,20 @@ unsafe fn send_home(block: NonNull<u8>, owner: Owner) {
     if unsafe { heap.mailbox.post(block) } == Posted::Claimed {
         // SAFETY: the post claimed it for us.
         unsafe { release_claimed(heap) };
+    }
+}
+
+/// Claims a claimable heap (the fallback heap), spinning a little and then yielding while
+/// another thread holds it.
+fn claim_waiting(heap: &ThreadHeap) {
+    let mut spins = 0u32;
+    while !heap.mailbox.try_claim() {
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -1110,15 +1116,7 @@ impl Global {
             return;
         }
         let Some(heap) = fallback() else { return };
-        let mut spins = 0u32;
-        while !heap.mailbox.try_claim() {
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        claim_waiting(heap);
         // Requests of this thread while it holds the fallback heap (a later prepare handler,
         // fork's own) run within the hold, as in `with_fallback`.
         HOLDS_FALLBACK.set(true);
