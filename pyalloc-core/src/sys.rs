@@ -2,8 +2,9 @@
 //! with the `glibc-internals` feature, glibc's own entry points behind them.
 //!
 //! Everything the core takes from "the system" goes through here: the heaps' bookkeeping
-//! ([`Meta`](crate::meta)), large blocks, the registry of [`Global`](crate::Global), and the
-//! pointers the size-less API passes on because they are not its own.
+//! (`Meta`, which the `meta` module builds on this one), large blocks, the registry of
+//! `Global`'s heaps, and the pointers the size-less API passes on because they are not its
+//! own. A bottom module: it names the modules above it in prose, not in links.
 //!
 //! Normally that is `std::alloc::System` and `libc::{malloc, free, realloc,
 //! malloc_usable_size}`. But when pyalloc *is* the process's `malloc` (the `pyalloc-malloc`
