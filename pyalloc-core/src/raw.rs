@@ -266,6 +266,7 @@ impl RawHeap {
                 config.pool_size,
                 config.arena_size,
                 config.empty_arenas_kept,
+                config.release,
                 source,
             ),
             large_bytes: 0,
@@ -804,6 +805,8 @@ impl RawHeap {
         gate: &Gate,
     ) -> Result<NonNull<[u8]>, AllocError> {
         debug_assert!(layout.size() != 0);
+        // A slow path of the heap's own: the release policy's decay may be due.
+        self.arenas.tend(gate);
         if !self.make_room(layout.size(), gate) {
             return Err(AllocError);
         }
@@ -923,7 +926,7 @@ impl RawHeap {
     pub(crate) fn trim(&mut self, gate: &Gate) -> (usize, usize) {
         let before = self.arenas.reclaimed();
         self.flush_cached_pool(gate);
-        let purged = self.arenas.purge_free_pools(gate);
+        let purged = self.arenas.settle(None, gate);
         ((self.arenas.reclaimed() - before) as usize, purged)
     }
 
