@@ -311,6 +311,9 @@ pub(crate) struct Arenas {
     next_expiry: u64,
     /// Bytes handed back with `purge` since the heap was made.
     purged_bytes: u64,
+    /// Pools given back by layer 2 since the heap was made: how layer 3 tells a shrinking
+    /// heap (see [`FreeLists::tend`](crate::free_list::FreeLists::tend)).
+    pools_returned: u64,
 }
 
 impl Arenas {
@@ -346,6 +349,7 @@ impl Arenas {
             },
             next_expiry: NEVER,
             purged_bytes: 0,
+            pools_returned: 0,
         }
     }
 
@@ -504,6 +508,7 @@ impl Arenas {
     /// * no block of the pool is live, and nothing refers to the pool any more.
     pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32, gate: &Gate) {
         let index = arena_index;
+        self.pools_returned += 1;
         let ao = &mut self.objects[index as usize];
         debug_assert_eq!((ao.dirty_free | ao.clean_free) & (1 << pool_number), 0);
         ao.dirty_free |= 1 << pool_number;
@@ -816,6 +821,11 @@ impl Arenas {
         }
         self.purged_bytes += purged as u64;
         purged
+    }
+
+    /// Pools given back by layer 2 since the heap was made.
+    pub(crate) fn pools_returned(&self) -> u64 {
+        self.pools_returned
     }
 
     /// Bytes handed back with `purge` since the heap was made.
