@@ -125,7 +125,9 @@ fn trim_gives_back_at_once_what_the_decay_holds() {
     heap.check().unwrap();
     assert_eq!(report.arenas_released, 3, "{report:?}");
     assert_eq!(counters.live(), 1, "one spare is kept");
-    assert_eq!(heap.stats().retained_bytes(), 0);
+    if cfg!(all(target_os = "linux", not(miri))) {
+        assert_eq!(heap.stats().retained_bytes(), 0, "the spare is purged");
+    }
 }
 
 #[test]

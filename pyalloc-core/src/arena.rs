@@ -823,6 +823,30 @@ impl Arenas {
         purged
     }
 
+    /// Hands back `len` bytes at `ptr`, inside a pool in use of arena `index` that layer 2
+    /// has emptied of everything it needs (its parked pages). Returns whether the OS took them.
+    ///
+    /// # Safety
+    ///
+    /// The range lies in a pool of arena `index` and holds nothing anyone will read before
+    /// writing.
+    pub(crate) unsafe fn purge_in_pool(
+        &mut self,
+        index: u32,
+        ptr: NonNull<u8>,
+        len: usize,
+        gate: &Gate,
+    ) -> bool {
+        let source = &mut self.source;
+        // SAFETY: the caller's contract: inside one of this source's arenas, nothing live.
+        let purged = gate.closed(|| unsafe { source.purge(ptr, len) });
+        if purged {
+            self.objects[index as usize].purged += len as u64;
+            self.purged_bytes += len as u64;
+        }
+        purged
+    }
+
     /// Pools given back by layer 2 since the heap was made.
     pub(crate) fn pools_returned(&self) -> u64 {
         self.pools_returned
