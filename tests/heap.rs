@@ -4,7 +4,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use pyalloc::{
-    AllocError, Allocator, Box, FailingSource, Heap, HeapConfig, SystemSource, Vec,
+    AllocError, Allocator, Box, FailingSource, Heap, HeapConfig, Release, SystemSource, Vec,
     DEFAULT_ARENA_SIZE,
 };
 use pyalloc_testkit::{assert_consistent, rng, CountingSource};
@@ -159,7 +159,8 @@ fn allocate_zeroed_zeroes_reused_blocks() {
 #[test]
 #[cfg_attr(miri, ignore = "1e5 blocks: too slow under Miri")]
 fn random_frees_release_arenas() {
-    let heap = Heap::new();
+    // CPython's policy: every arena goes back the moment it empties (all but the spare).
+    let heap = Heap::with_config(HeapConfig::new().release(Release::Immediate)).unwrap();
     let l = layout(64, 8);
     let mut blocks: std::vec::Vec<NonNull<u8>> = (0..100_000)
         .map(|_| heap.allocate(l).unwrap().cast())
@@ -190,7 +191,10 @@ fn random_frees_release_arenas() {
 #[test]
 fn empty_arenas_kept_is_honoured() {
     for kept in [0usize, 1, 3] {
-        let heap = Heap::with_config(HeapConfig::new().empty_arenas_kept(kept)).unwrap();
+        let config = HeapConfig::new()
+            .empty_arenas_kept(kept)
+            .release(Release::Immediate);
+        let heap = Heap::with_config(config).unwrap();
         let l = layout(512, 16);
         // 31 blocks of 512 per pool, 64 pools per arena: fill 5 arenas.
         let n = 31 * 64 * 5;
@@ -290,7 +294,10 @@ fn dropping_the_heap_returns_every_arena() {
 
 #[test]
 fn memory_limit_is_an_alloc_error_and_the_heap_recovers() {
-    let config = HeapConfig::new().memory_limit(2 * DEFAULT_ARENA_SIZE);
+    // Immediate release, so that the end can count the arenas left.
+    let config = HeapConfig::new()
+        .memory_limit(2 * DEFAULT_ARENA_SIZE)
+        .release(Release::Immediate);
     let heap = Heap::with_config(config).unwrap();
     let l = layout(256, 16);
     let mut blocks = std::vec::Vec::new();
@@ -524,4 +531,37 @@ fn trim_parks_free_pages_of_live_pools_and_they_come_back() {
     }
     heap.check().unwrap();
     assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+/// A pool whose free blocks all lie in pages `trim` could park keeps one page of them on its
+/// free list: a pool in use always has a free block (its class list's invariant).
+#[test]
+fn trim_leaves_a_free_block_in_a_pool_whose_live_blocks_fill_its_first_page() {
+    let heap = Heap::new();
+    let l = layout(64, 8);
+    // 255 blocks of 64 bytes fill a 16 KiB pool; the first 63 lie in its first page.
+    let blocks: std::vec::Vec<NonNull<u8>> =
+        (0..255).map(|_| heap.allocate(l).unwrap().cast()).collect();
+    let (first_page, rest) = blocks.split_at(63);
+    for &block in rest {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(block, l) };
+    }
+    heap.trim();
+    heap.check().unwrap();
+    // Every block comes back, then all go.
+    let again: std::vec::Vec<NonNull<u8>> = (0..rest.len())
+        .map(|_| heap.allocate(l).unwrap().cast())
+        .collect();
+    assert_eq!(
+        heap.stats().classes()[3].pools,
+        1,
+        "the parked blocks came back"
+    );
+    heap.check().unwrap();
+    for &block in first_page.iter().chain(&again) {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(block, l) };
+    }
+    heap.check().unwrap();
 }

@@ -1,7 +1,7 @@
 //! Layer 3 does not pin layer 1: free lists that serve nothing while the heap shrinks are
 //! drained and shut, without any explicit call, and reopen on their next miss.
 
-use pyalloc::{FreeListed, Heap, Pooled};
+use pyalloc::{FreeListed, Heap, HeapConfig, Pooled, Release};
 use pyalloc_testkit::rng::Rng;
 
 #[derive(FreeListed)]
@@ -25,7 +25,8 @@ fn slots_on_free_lists_stop_pinning_arenas_once_everything_is_freed() {
     // CPython's float free list after a million floats freed at random keeps dozens of arenas
     // (measured on 3.11: 31 arenas stay until gc.collect()). Here the lists shut while the
     // heap shrinks, and what remains is the spare arena and at most one more.
-    let heap = Heap::new();
+    // Immediate release, so that the arenas left are the ones something pins.
+    let heap = Heap::with_config(HeapConfig::new().release(Release::Immediate)).unwrap();
     let mut rng = Rng::with_seed(7);
     let floats: Vec<_> = (0..200_000)
         .map(|i| Pooled::new_in(Float(i as f64), &heap))

@@ -68,7 +68,11 @@ proptest! {
     #[test]
     fn tiny_arenas_behave_like_the_model(ops in ops(300)) {
         model::run(
-            HeapConfig::new().arena_size(16 << 10).pool_size(4 << 10).empty_arenas_kept(0),
+            HeapConfig::new()
+                .arena_size(16 << 10)
+                .pool_size(4 << 10)
+                .empty_arenas_kept(0)
+                .release(Release::Immediate),
             ops,
         );
     }

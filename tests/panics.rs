@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Once};
 
 use pyalloc::{
-    Allocator, ArenaSource, Box, FreeListed, Heap, HeapConfig, Pooled, SystemSource,
+    Allocator, ArenaSource, Box, FreeListed, Heap, HeapConfig, Pooled, Release, SystemSource,
     MAX_FREE_LIST_CAPACITY,
 };
 use pyalloc_testkit::{Counters, CountingSource, UnmapPanic};
@@ -33,7 +33,12 @@ thread_local! {
     static HEAP: Heap = {
         let source = CountingSource::new();
         COUNTERS.with(|c| c.set(source.counters()).expect("one heap per thread"));
-        Heap::with_source(HeapConfig::new().empty_arenas_kept(0), source).unwrap()
+        // Immediate release: an arena goes back (and the source may panic) the moment its
+        // last block is freed.
+        let config = HeapConfig::new()
+            .empty_arenas_kept(0)
+            .release(Release::Immediate);
+        Heap::with_source(config, source).unwrap()
     };
     static COUNTERS: OnceCell<Arc<Counters>> = const { OnceCell::new() };
     static HOOK: Cell<HookAction> = const { Cell::new(HookAction::Nothing) };

@@ -343,10 +343,7 @@ impl Arenas {
             reclaimed: 0,
             highwater: 0,
             current: 0,
-            decay: match release {
-                Release::Immediate => None,
-                Release::Decay(delay) => Some(u64::try_from(delay.as_nanos()).unwrap_or(NEVER)),
-            },
+            decay: Self::delay_of(release),
             next_expiry: NEVER,
             purged_bytes: 0,
             pools_returned: 0,
@@ -700,20 +697,34 @@ impl Arenas {
         self.release_arena(index, gate);
     }
 
-    /// Sets the spares budget (a thread heap keeps none while abandoned, and its configured
-    /// number again once adopted); spares beyond it go back at once. Returns how many did.
-    pub(crate) fn set_spares_kept(&mut self, kept: usize, gate: &Gate) -> usize {
+    /// Sets the spares budget and the release policy (a thread heap keeps no spare and
+    /// releases at once while abandoned, since nobody runs its slow paths to settle a decay;
+    /// its configured ones again once adopted); spares beyond the budget go back at once, and
+    /// under immediate release everything a decay held. Returns the arenas released.
+    pub(crate) fn set_policy(&mut self, kept: usize, release: Release, gate: &Gate) -> usize {
         debug_assert!(
             !self.spare_lent,
             "the cached pool gives its spare back first"
         );
+        let before = self.reclaimed;
         self.empty_arenas_kept = kept;
-        let mut released = 0;
+        self.decay = Self::delay_of(release);
+        if self.decay.is_none() {
+            // No deadline may stay pending under immediate release.
+            self.settle(None, gate);
+        }
         while self.empty_arenas > kept {
             self.release_one_spare(gate);
-            released += 1;
         }
-        released
+        (self.reclaimed - before) as usize
+    }
+
+    /// The decay's delay in nanoseconds, `None` for immediate release.
+    fn delay_of(release: Release) -> Option<u64> {
+        match release {
+            Release::Immediate => None,
+            Release::Decay(delay) => Some(u64::try_from(delay.as_nanos()).unwrap_or(NEVER)),
+        }
     }
 
     // ----------------------------------------------------------------------------------------

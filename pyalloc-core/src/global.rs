@@ -256,8 +256,7 @@ fn adopt_or_create() -> Option<&'static ThreadHeap> {
         if heap.mailbox.try_adopt() {
             // Whatever came home while nobody held it: the new owner's first slow path.
             heap.heap.take_mail();
-            heap.heap
-                .set_spares_kept(heap.heap.config().get_empty_arenas_kept());
+            heap.heap.set_abandoned(false);
             return Some(heap);
         }
     }
@@ -463,7 +462,7 @@ fn abandon(heap: &'static ThreadHeap) {
     // The heap is ours and idle (thread exit runs outside any call into it). An abandoned heap
     // keeps no spare arena: each goes back to the OS as its last block comes home.
     heap.heap.trim();
-    heap.heap.set_spares_kept(0);
+    heap.heap.set_abandoned(true);
     // SAFETY: we own it; `trim` took its mail.
     if unsafe { heap.mailbox.abandon() } {
         // SAFETY: `abandon` claimed it for us: mail arrived meanwhile.

@@ -24,7 +24,7 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::config::{ConfigError, HeapConfig, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
+use crate::config::{ConfigError, HeapConfig, Release, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
 use crate::debug::{DebugError, DebugLayer, Misuse};
 use crate::free_list::{
     head_at, sentinel, FreeListId, FreeListKey, FreeListStats, FreeListed, FreeLists, KeyId,
@@ -371,10 +371,16 @@ impl Heap {
         self.gate.is_closed()
     }
 
-    /// Sets how many empty arenas this heap keeps: none while a thread heap is abandoned, so
-    /// its arenas go back as its blocks come home; the configured number once adopted.
-    pub(crate) fn set_spares_kept(&self, kept: usize) {
-        let _ = self.enter(|core, gate| core.raw.set_spares_kept(kept, gate));
+    /// Marks a thread heap abandoned (no spare kept, immediate release: its arenas go back as
+    /// its blocks come home, since no slow path of its own will settle a decay) or adopted
+    /// again (its configured spares and policy).
+    pub(crate) fn set_abandoned(&self, abandoned: bool) {
+        let (kept, release) = if abandoned {
+            (0, Release::Immediate)
+        } else {
+            (self.config.empty_arenas_kept, self.config.release)
+        };
+        let _ = self.enter(|core, gate| core.raw.set_policy(kept, release, gate));
     }
 
     /// Frees the blocks other threads sent home to this (thread) heap. A busy heap (a call

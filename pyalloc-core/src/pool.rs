@@ -578,15 +578,37 @@ impl Pool {
         Ok((park, untouched))
     }
 
-    /// Parks `pages` (found by [`free_pages`](Self::free_pages), and purged by the caller
-    /// afterwards): takes every free block overlapping them off the free list.
+    /// Parks `pages` (found by [`free_pages`](Self::free_pages)): takes every free block
+    /// overlapping them off the free list. A pool in use keeps a free block (its list's
+    /// invariant), so when every free block lies in those pages, the lowest of them is not
+    /// parked. Returns the pages parked, for the caller to purge.
     ///
     /// # Safety
     ///
     /// The pool is in use, ours alone; no live block overlaps `pages`, which lie in the carved
     /// region and exclude page 0.
-    pub(crate) unsafe fn park(self, pages: u16) {
+    pub(crate) unsafe fn park(self, mut pages: u16) -> u16 {
         debug_assert_eq!(pages & 1, 0, "page 0 holds the header");
+        let size = block_size(self.class());
+        let base = self.addr().as_ptr().addr();
+        let keeps_a_block = |parked: u16| {
+            self.free_blocks()
+                .any(|b| b.is_ok_and(|b| !Self::overlaps(b.as_ptr().addr() - base, size, parked)))
+        };
+        while pages != 0 && !keeps_a_block(self.parked() | pages) {
+            pages &= pages - 1;
+        }
+        // SAFETY: the caller's contract (for `pages`, and so for any part of it).
+        unsafe { self.park_exactly(pages) };
+        pages
+    }
+
+    /// [`park`](Self::park) of exactly `pages`, which leave a free block on the list.
+    ///
+    /// # Safety
+    ///
+    /// As [`park`](Self::park).
+    unsafe fn park_exactly(self, pages: u16) {
         let h = self.header();
         let size = block_size(self.class());
         let base = self.addr().as_ptr().addr();
@@ -612,6 +634,10 @@ impl Pool {
             if !tail.is_null() {
                 link::write(tail, ptr::null_mut());
             }
+            debug_assert!(
+                !kept.is_null() || pages == 0,
+                "a pool in use keeps a free block"
+            );
             (*h).freeblock = kept;
             (*h).parked = parked;
         }

@@ -37,7 +37,7 @@ use std::alloc::GlobalAlloc;
 use allocator_api2::alloc::AllocError;
 
 use crate::arena::Arenas;
-use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
+use crate::config::{HeapConfig, Release, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::SourceBox;
@@ -329,11 +329,12 @@ impl RawHeap {
         unsafe { Pool::owner_of(block.as_ptr(), self.arenas.pool_size()) == self.owner_id() }
     }
 
-    /// Sets how many empty arenas the heap keeps (see [`Arenas::set_spares_kept`]); the cached
-    /// pool gives its spare back first. Returns the arenas released.
-    pub(crate) fn set_spares_kept(&mut self, kept: usize, gate: &Gate) -> usize {
+    /// Sets how many empty arenas the heap keeps and its release policy (see
+    /// [`Arenas::set_policy`]); the cached pool gives its spare back first. Returns the arenas
+    /// released.
+    pub(crate) fn set_policy(&mut self, kept: usize, release: Release, gate: &Gate) -> usize {
         self.flush_cached_pool(gate);
-        self.arenas.set_spares_kept(kept, gate)
+        self.arenas.set_policy(kept, release, gate)
     }
 
     /// Frees every block other threads sent home. Returns how many there were.
@@ -958,8 +959,8 @@ impl RawHeap {
                 // Parked first: the purge zeroes the links of the free blocks in those pages.
                 // SAFETY: a pool in use of this heap; `free_pages` found no live block in
                 // `park`, carved pages other than page 0.
-                unsafe { pool.park(park) };
-                let mut pages = park | untouched;
+                let parked = unsafe { pool.park(park) };
+                let mut pages = parked | untouched;
                 while pages != 0 {
                     // One call per run of adjacent pages.
                     let first = pages.trailing_zeros();
@@ -1082,7 +1083,8 @@ mod tests {
         let mut config = HeapConfig::new()
             .arena_size(32 << 10)
             .pool_size(4 << 10)
-            .empty_arenas_kept(kept);
+            .empty_arenas_kept(kept)
+            .release(Release::Immediate);
         if let Some(limit) = limit {
             config = config.memory_limit(limit);
         }

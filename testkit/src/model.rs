@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-use pyalloc::{AllocError, Allocator, FreeListKey, FreeListed, Heap, HeapConfig, Pooled};
+use pyalloc::{AllocError, Allocator, FreeListKey, FreeListed, Heap, HeapConfig, Pooled, Release};
 
 /// The largest size [`Op::Allocate`] asks for: the pool threshold (512) and well beyond.
 pub const MAX_SIZE: usize = 2048;
@@ -583,6 +583,12 @@ impl<'h> Model<'h> {
             unsafe { self.heap.deallocate(block.ptr, block.layout) };
         }
         self.heap.clear_free_lists();
+        if let Release::Decay(delay) = self.heap.config().get_release() {
+            if !delay.is_zero() {
+                // What a decay keeps for its delay goes back at a trim.
+                self.heap.trim();
+            }
+        }
         assert_consistent(self.heap);
         let stats = self.heap.stats();
         assert_eq!(stats.blocks_in_use(), 0, "blocks left in use");

@@ -224,6 +224,7 @@ mod tests {
             .arena_size(16 << 10)
             .pool_size(4 << 10)
             .empty_arenas_kept(0)
+            .release(pyalloc::Release::Immediate)
     }
 
     #[test]
