@@ -67,8 +67,10 @@ fn trim_returns_pages_pinned_by_one_survivor_in_a_thousand() {
         before_trim > peak / 2,
         "without trim the survivors pin the pools"
     );
+    // A survivor pins its own page and its pool's first (the header's): about one pool in
+    // four keeps 1.75 of its 4 pages, some 11-13% of the peak. Whole pools were 25%.
     assert!(
-        ratio <= 0.35,
+        ratio <= 0.20,
         "after trim the heap keeps {:.1}% of its peak RSS",
         ratio * 100.0
     );
