@@ -158,14 +158,6 @@ impl Pool {
         }
     }
 
-    /// Whether exactly one block of the pool is live (so its free would empty the pool): one
-    /// compare of the count, kept less one (a full pool holds at least two blocks).
-    #[inline(always)]
-    pub(crate) fn has_one_live(self) -> bool {
-        // SAFETY: as in `class`.
-        unsafe { (*self.header()).refs == 0 }
-    }
-
     /// Whether the pool is marked full ([`mark_full`](Self::mark_full)).
     #[inline]
     pub(crate) fn is_marked_full(self) -> bool {
@@ -189,6 +181,24 @@ impl Pool {
     pub(crate) fn unmark_full(self) {
         // SAFETY: as in `class`.
         unsafe { (*self.header()).refs &= !FULL };
+    }
+
+    /// After a [`push_free`](Self::push_free) that needs attention: whether the pool emptied;
+    /// if it did not, it was full, and its full mark is cleared. The mask that clears the mark
+    /// tells the two apart (an empty pool's count is all ones, a full one's less), so the full
+    /// pool pays one compare over [`unmark_full`](Self::unmark_full) and the push keeps no
+    /// copy of the count it decremented.
+    #[inline(always)]
+    pub(crate) fn unmark_full_unless_emptied(self) -> bool {
+        // SAFETY: as in `class`.
+        unsafe {
+            let refs = (*self.header()).refs & !FULL;
+            if refs == EMPTY_REFS & !FULL {
+                return true;
+            }
+            (*self.header()).refs = refs;
+        }
+        false
     }
 
     /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
@@ -777,6 +787,38 @@ mod tests {
             assert_eq!(pool.first_free(), blocks[5].as_ptr());
         }
         assert_eq!(pool.live_blocks().unwrap().len(), 5);
+        pool.check(7, 4096).unwrap();
+    }
+
+    #[test]
+    fn a_push_that_needs_attention_tells_a_full_pool_from_an_empty_one() {
+        let mut buffer = Buffer([0; 4096]);
+        let (pool, first) = pool_in(&mut buffer, 31);
+        // SAFETY: blocks of this pool, each popped (or carved then popped) once, as the
+        // size-less fast path does, and pushed back once.
+        unsafe {
+            let mut blocks = vec![first];
+            loop {
+                let (block, ran_dry) = pool.pop_free();
+                blocks.push(block);
+                if ran_dry && !pool.carve_next_until(4096 - 512, 512) {
+                    pool.mark_full();
+                    break;
+                }
+            }
+            assert_eq!(blocks.len(), 7);
+            assert!(pool.is_marked_full());
+            pool.check(7, 4096).unwrap();
+            assert!(pool.push_free(blocks[0]));
+            assert!(!pool.unmark_full_unless_emptied(), "was full");
+            assert!(!pool.is_marked_full());
+            for &block in &blocks[1..6] {
+                assert!(!pool.push_free(block));
+            }
+            assert!(pool.push_free(blocks[6]));
+            assert!(pool.unmark_full_unless_emptied(), "emptied");
+            assert_eq!(pool.ref_count(), 0);
+        }
         pool.check(7, 4096).unwrap();
     }
 

@@ -452,42 +452,45 @@ impl RawHeap {
         Some(block)
     }
 
-    /// Frees `ptr` if it is a pool block of this heap and not its pool's last live one: the
-    /// push, and when the pool was full its return to the front of its class's list, all
-    /// inline, with no call. Returns whether it freed; `false` (null, a pointer the heap does
-    /// not own, or a pool's last live block, whose pool the slow path empties) changes nothing
-    /// and leaves the pointer to [`deallocate_unsized`](Self::deallocate_unsized). The
-    /// size-less fast path's free.
+    /// Frees `ptr` if it is a pool block of this heap: the push, and when the pool was full its
+    /// return to the front of its class's list, inline with no call. `Finish` when the pool
+    /// emptied and is not the cached pool: the caller then calls
+    /// [`finish_free`](Self::finish_free) (the rest of the free needs calls). `NotMine` (null,
+    /// or a pointer the heap does not own) changes nothing and leaves the pointer to
+    /// [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's free.
     ///
     /// # Safety
     ///
-    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; when this
-    /// returns `true` it is not used again.
+    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; unless this
+    /// returns `NotMine` it is not used again.
     #[inline(always)]
-    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> bool {
+    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> Freed {
         if !self.owns(ptr) {
-            return false;
+            return Freed::NotMine;
         }
+        // The block (its link written) and its pool header are reached through the arena's
+        // provenance, as in `UsedPools::push`.
         // SAFETY: an address in our arenas that the caller says is live: a pool block (of
         // this heap's, as the map says), non-null.
-        let block = unsafe { NonNull::new_unchecked(ptr) };
-        // SAFETY: as above.
-        let pool = unsafe { self.pool_of(block) };
-        if pool.has_one_live() {
-            return false;
-        }
-        // The link is written through the arena's provenance, as in `UsedPools::push`.
-        // SAFETY: a live block's address is non-null.
         let block: NonNull<u8> =
             unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.addr())) };
+        // SAFETY: as above.
+        let pool = unsafe { self.pool_of(block) };
         valgrind::freelike(block.as_ptr());
-        // SAFETY: a live block of `pool`, which nobody uses after this free; the pool keeps a
-        // live block, so a push that needs attention found it full.
+        // SAFETY: a live block of `pool`, which nobody uses after this free.
         if unsafe { pool.push_free(block) } {
-            // SAFETY: the pool was full, so in no list.
-            unsafe { self.pool_was_full(pool) };
+            if pool.unmark_full_unless_emptied() {
+                // The cached pool empties on every iteration of an alloc/free loop and stays
+                // where it is, with no call (as in `UsedPools::push`).
+                if self.pools.cached != Some(pool) {
+                    return Freed::Finish(pool);
+                }
+            } else {
+                // SAFETY: the pool was full, so in no list; its mark is cleared.
+                unsafe { self.relist(pool) };
+            }
         }
-        true
+        Freed::Done
     }
 
     /// The head pool of `class` is full: it leaves its class's list. If it was the cached
@@ -598,6 +601,19 @@ impl RawHeap {
     #[inline(always)]
     unsafe fn pool_was_full(&mut self, pool: Pool) {
         pool.unmark_full();
+        // SAFETY: the caller's contract.
+        unsafe { self.relist(pool) };
+    }
+
+    /// Puts a pool that was full, and is no longer marked so, at the front of its class's
+    /// list.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is a pool in use of this heap that is in no list and has a free block.
+    #[inline(always)]
+    unsafe fn relist(&mut self, pool: Pool) {
+        debug_assert!(!pool.is_marked_full() && !pool.first_free().is_null());
         // SAFETY: the caller's contract: in no list; a pool's class was set from a size of 1
         // to 512 bytes, so it is below NUM_SIZE_CLASSES (no bounds test, and no panic path on
         // the size-less free, which then needs no stack frame).
