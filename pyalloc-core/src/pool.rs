@@ -378,6 +378,46 @@ impl Pool {
         }
     }
 
+    /// [`pop_free`](Self::pop_free) without counting the block: the caller counts it with
+    /// [`count_one`](Self::count_one) or [`count_one_and_mark_full`](Self::count_one_and_mark_full)
+    /// on each of the paths that follow. So the path that returns at once increments the
+    /// count in memory, one instruction, instead of keeping it in a register for the path
+    /// that marks the pool full.
+    ///
+    /// # Safety
+    ///
+    /// The pool's free list is not empty; the caller counts the block before anything else
+    /// reads the count.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_free_uncounted(self) -> (NonNull<u8>, bool) {
+        let h = self.header();
+        // SAFETY: as in `pop_free`.
+        unsafe {
+            let block = (*h).freeblock;
+            debug_assert!(!block.is_null(), "pool {h:p} has no free block");
+            core::hint::assert_unchecked(!block.is_null());
+            let next = link::read(block);
+            (*h).freeblock = next;
+            (NonNull::new_unchecked(block), next.is_null())
+        }
+    }
+
+    /// Counts a block handed out by [`pop_free_uncounted`](Self::pop_free_uncounted).
+    #[inline(always)]
+    pub(crate) fn count_one(self) {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs = (*self.header()).refs.wrapping_add(1) };
+    }
+
+    /// Counts a block handed out by [`pop_free_uncounted`](Self::pop_free_uncounted), which
+    /// was the pool's last: and marks the pool full ([`mark_full`](Self::mark_full)).
+    #[inline(always)]
+    pub(crate) fn count_one_and_mark_full(self) {
+        debug_assert!(self.first_free().is_null());
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs = (*self.header()).refs.wrapping_add(1) | FULL };
+    }
+
     /// Pops the first free block only if another follows it: a pop that calls nothing, for
     /// `Global`'s fast path, which leaves a pool running dry (its next block to carve) to its
     /// slow path. On an empty list's stand-in ([`PoolList::first`]) it always fails, and
@@ -713,6 +753,31 @@ impl PoolList {
         }
     }
 
+    /// Takes the first pool out of the list: [`remove`](Self::remove) for a pool known to be
+    /// the head (no previous pool to relink), which leaves the pool's own links as they were:
+    /// a pool in no list is only ever listed again by [`push_front`](Self::push_front), which
+    /// writes both. For the size-less allocation fast path, where a pool that fills up leaves
+    /// its list.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is the first pool of this list.
+    #[inline(always)]
+    pub(crate) unsafe fn remove_head(&mut self, pool: Pool) {
+        let p = pool.header();
+        debug_assert_eq!(self.head, p, "pool {p:p} is not the head");
+        // SAFETY: `pool` and its successor are listed pools with valid headers.
+        unsafe {
+            let next = (*p).next;
+            if next.is_null() {
+                self.head = NO_POOL_HEAD;
+            } else {
+                (*next).prev = ptr::null_mut();
+                self.head = next;
+            }
+        }
+    }
+
     /// The pools of the list, head first; stops with an error at a wrong back link or after
     /// `limit` pools (a cycle).
     pub(crate) fn iter(&self, limit: usize) -> impl Iterator<Item = Result<Pool, String>> + '_ {
@@ -799,12 +864,13 @@ mod tests {
         unsafe {
             let mut blocks = vec![first];
             loop {
-                let (block, ran_dry) = pool.pop_free();
+                let (block, ran_dry) = pool.pop_free_uncounted();
                 blocks.push(block);
                 if ran_dry && !pool.carve_next_until(4096 - 512, 512) {
-                    pool.mark_full();
+                    pool.count_one_and_mark_full();
                     break;
                 }
+                pool.count_one();
             }
             assert_eq!(blocks.len(), 7);
             assert!(pool.is_marked_full());

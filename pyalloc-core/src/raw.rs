@@ -431,18 +431,21 @@ impl RawHeap {
         );
         // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
         let pool = unsafe { self.pools.lists.get_unchecked(class) }.head()?;
-        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
-        let (block, ran_dry) = unsafe { pool.pop_free() };
+        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant); each
+        // path below counts the block first.
+        let (block, ran_dry) = unsafe { pool.pop_free_uncounted() };
         // SAFETY: `class` is below NUM_SIZE_CLASSES (as above).
         let last = unsafe { *self.last_carve.get_unchecked(class) };
         // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool size
         // less the class's block size.
-        if ran_dry && !unsafe { pool.carve_next_until(last, block_size(class)) } {
+        if !ran_dry || unsafe { pool.carve_next_until(last, block_size(class)) } {
+            pool.count_one();
+        } else {
             // `retire` inline, so this path makes no call at all (and needs no stack frame): a
             // program that fills pools pays for it often (CPython's `go`, 110,000 times a run).
+            pool.count_one_and_mark_full();
             // SAFETY: `pool` is the head of `class`'s used list.
-            unsafe { self.pools[class].remove(pool) };
-            pool.mark_full();
+            unsafe { self.pools[class].remove_head(pool) };
             if self.pools.cached == Some(pool) {
                 self.pools.cached = None;
                 self.arenas.take_back_spare();
