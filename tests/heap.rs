@@ -450,3 +450,78 @@ fn heap_moves_to_another_thread() {
     assert_eq!(sum, n * (n - 1) / 2);
     assert_eq!(heap.stats().blocks_in_use(), 0);
 }
+
+/// `trim` parks the free pages of pools that keep survivors (the pool module's "Parked
+/// pages"); the blocks in them come back, one page at a time, once the pool has handed out
+/// every other block, and never over a survivor.
+#[test]
+fn trim_parks_free_pages_of_live_pools_and_they_come_back() {
+    let heap = Heap::with_source(
+        HeapConfig::new(),
+        CountingSource::wrapping(pyalloc::MmapSource::new()),
+    )
+    .unwrap();
+    let l = layout(64, 8);
+    // Under Miri, enough for a few pools of four pages (nothing is purged there, but pages are
+    // parked all the same).
+    let n = if cfg!(miri) { 800 } else { 4000 };
+    let fill = |block: NonNull<u8>, byte: u8| {
+        // SAFETY: a live 64-byte block of ours.
+        unsafe { block.as_ptr().write_bytes(byte, 64) }
+    };
+    let first: Vec<NonNull<u8>> = (0..n).map(|_| heap.allocate(l).unwrap().cast()).collect();
+    let pools = heap.stats().classes()[3].pools;
+    // One survivor in 300: most pools keep one, in one of their four pages.
+    let mut survivors = Vec::new();
+    for (i, &block) in first.iter().enumerate() {
+        if i % 300 == 7 {
+            fill(block, i as u8);
+            survivors.push((block, i as u8));
+        } else {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { heap.deallocate(block, l) };
+        }
+    }
+    let report = heap.trim();
+    heap.check().unwrap();
+    if cfg!(all(target_os = "linux", not(miri))) {
+        assert!(
+            report.bytes_purged >= survivors.len() * 4096,
+            "{report:?} for {} survivors",
+            survivors.len()
+        );
+    }
+    // As many again: every parked block comes back, none overlaps a survivor.
+    let second: Vec<NonNull<u8>> = (0..n)
+        .map(|i| {
+            let block = heap.allocate(l).unwrap().cast();
+            fill(block, !(i as u8));
+            block
+        })
+        .collect();
+    heap.check().unwrap();
+    for &(block, byte) in &survivors {
+        // SAFETY: a live survivor, 64 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(block.as_ptr(), 64) };
+        assert!(
+            bytes.iter().all(|&b| b == byte),
+            "survivor {block:p} overwritten"
+        );
+    }
+    assert_eq!(heap.stats().blocks_in_use(), n + survivors.len());
+    // The parked pages were taken back, not passed over: no more pools than the first time.
+    assert!(
+        heap.stats().classes()[3].pools <= pools,
+        "{} pools, {pools} before the trim",
+        heap.stats().classes()[3].pools
+    );
+    for block in second
+        .into_iter()
+        .chain(survivors.into_iter().map(|(b, _)| b))
+    {
+        // SAFETY: live blocks allocated with `l`.
+        unsafe { heap.deallocate(block, l) };
+    }
+    heap.check().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}

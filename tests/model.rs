@@ -8,7 +8,7 @@
 //! holds no block and keeps no more arenas than configured.
 
 use proptest::prelude::*;
-use pyalloc::HeapConfig;
+use pyalloc::{HeapConfig, Release};
 use pyalloc_testkit::model::{self, Op, MAX_ALIGN_LOG2};
 
 fn op() -> impl Strategy<Value = Op> {
@@ -69,6 +69,21 @@ proptest! {
     fn tiny_arenas_behave_like_the_model(ops in ops(300)) {
         model::run(
             HeapConfig::new().arena_size(16 << 10).pool_size(4 << 10).empty_arenas_kept(0),
+            ops,
+        );
+    }
+
+    /// A decay with no delay: every pool returned settles what is due, so pools are purged
+    /// and arenas unmapped under the allocations all the time, and `check()` verifies the
+    /// deadlines after every step.
+    #[test]
+    fn an_instant_decay_behaves_like_the_model(ops in ops(300)) {
+        model::run(
+            HeapConfig::new()
+                .arena_size(16 << 10)
+                .pool_size(4 << 10)
+                .empty_arenas_kept(1)
+                .release(Release::Decay(std::time::Duration::ZERO)),
             ops,
         );
     }

@@ -12,6 +12,10 @@
 //! - W3 `W3 random/N`: allocate N blocks of 64 B, free them in random order.
 //! - W4 `W4 mixed`: 1e4 live blocks of Pareto sizes 1–512; each pair frees a random live block
 //!   and allocates a new one.
+//!
+//! `PYALLOC_RELEASE=10ms` (or `immediate`, `1s`, ...) sets the release policy of pyalloc's
+//! heaps (`pyalloc_bench::peers`); the benchmark ids stay `.../pyalloc`, so compare policies by
+//! running the suite once per value, each run with its own peers (mimalloc) for the ratios.
 
 use std::hint::black_box;
 use std::ptr;
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use pyalloc::{Heap, Pooled};
+use pyalloc_bench::peers::pyalloc_config;
 use pyalloc_bench::rng::{permutation, seeded};
 use pyalloc_bench::workloads::{self, layout, FreeOrder, Mixed, PairHeap};
 use pyalloc_bench::{available_peers, with_peer, BareLifo, Obj32, Peer, PeerKind, PeerVisitor};
@@ -95,7 +100,7 @@ fn layer3(c: &mut Criterion) {
     let mut g = c.benchmark_group("W1 layer-3 hit 32B");
     g.throughput(Throughput::Elements(1));
     g.bench_function("pyalloc Pooled", |b| {
-        let heap = Heap::new();
+        let heap = Heap::with_config(pyalloc_config()).expect("the default geometry is valid");
         drop(Pooled::new_in(Obj32::default(), &heap));
         b.iter(|| drop(black_box(Pooled::new_in(black_box(Obj32([1; 4])), &heap))))
     });

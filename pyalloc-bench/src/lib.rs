@@ -108,7 +108,8 @@ pub fn parse_peers(list: Option<&str>) -> Result<Vec<PeerKind>, String> {
                 PeerKind::from_key(k).ok_or_else(|| {
                     let keys: Vec<_> = PeerKind::ALL.iter().map(|p| p.key()).collect();
                     format!(
-                        "unknown peer {k:?}: one of {}, or cabi:NAME=PATH (a shared library)",
+                        "unknown peer {k:?}: one of {}, pyalloc:POLICY (immediate, or a delay \
+                         such as 10ms), or cabi:NAME=PATH (a shared library)",
                         keys.join(", ")
                     )
                 })

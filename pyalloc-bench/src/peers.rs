@@ -2,7 +2,8 @@
 //!
 //! | key | peer | release call |
 //! | --- | --- | --- |
-//! | `pyalloc` | a fresh [`pyalloc::Heap`] through `allocator_api2::Allocator` | `Heap::trim()` |
+//! | `pyalloc` | a fresh [`pyalloc::Heap`] through `allocator_api2::Allocator`, release policy from `PYALLOC_RELEASE` | `Heap::trim()` |
+//! | `pyalloc:POLICY` | the same with the release policy `POLICY` (`immediate`, or a delay such as `10ms`) | `Heap::trim()` |
 //! | `glibc` | `std::alloc::System` (glibc's malloc) | `malloc_trim(0)` |
 //! | `mimalloc` | the `mimalloc` crate's build (mimalloc 3) through its plain entry points, `mi_malloc`, `mi_zalloc`, `mi_realloc`, `mi_free`: what a C program calls (prefixed `mi_*` symbols) | `mi_collect(true)` |
 //! | `mimalloc-globalalloc` | the same build through `mimalloc::MiMalloc`'s `GlobalAlloc`: `mi_malloc_aligned`, `mi_zalloc_aligned`, `mi_realloc_aligned`, `mi_free` | `mi_collect(true)` |
@@ -15,15 +16,27 @@
 //! None of them is the process's `#[global_allocator]`, and mimalloc and jemalloc keep their
 //! prefixed symbols, so `glibc` really is glibc.
 //!
+//! **pyalloc's release policy.** The environment variable `PYALLOC_RELEASE` sets the
+//! [`Release`] policy of every `pyalloc` heap the tools build (this module's [`PyallocPeer`],
+//! and the heaps of `--bin pairs`' `pyalloc-pooled` and of the layer-3 benchmark):
+//! `immediate` ([`Release::Immediate`], CPython's), or a delay, an integer with a unit `ns`,
+//! `us`, `ms` or `s` (`10ms`, `1s`: [`Release::Decay`]). Unset or empty, the heaps take
+//! `HeapConfig::new()`'s policy; anything else stops the tool with a message. To compare
+//! policies side by side in one run, name them as peers: `--peers
+//! pyalloc:immediate,pyalloc:10ms,pyalloc:1s,mimalloc` (these ignore the variable; the ratio
+//! columns stay relative to plain `pyalloc`). Read once per process, as [`env_release`].
+//!
 //! Peers are created per run by [`with_peer`], which hands a concrete type to a
 //! [`PeerVisitor`]: the timed loops are monomorphised per peer, with no dynamic dispatch.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
+use core::time::Duration;
 use std::alloc::System;
+use std::sync::{Mutex, OnceLock};
 
-use pyalloc::{Allocator, Heap};
+use pyalloc::{Allocator, Heap, HeapConfig, Release};
 
 use crate::cabi::{CabiId, CabiPeer};
 
@@ -109,6 +122,108 @@ pub enum PeerKind {
     /// [`CabiPeer`]: a shared library loaded by [`crate::cabi::register`]. Not in
     /// [`ALL`](Self::ALL); named on the command line as `cabi:NAME=PATH`.
     Cabi(CabiId),
+    /// [`PyallocPeer`] with a release policy of its own, whatever `PYALLOC_RELEASE` says.
+    /// Not in [`ALL`](Self::ALL); named on the command line as `pyalloc:POLICY`
+    /// (`pyalloc:immediate`, `pyalloc:10ms`).
+    PyallocWith(Policy),
+}
+
+/// A [`Release`] policy as a peer's key: `None` is [`Release::Immediate`], a delay
+/// [`Release::Decay`] (`Release` itself is not `Hash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Policy(pub Option<Duration>);
+
+impl Policy {
+    /// The policy as the heap's configuration takes it.
+    pub fn release(self) -> Release {
+        match self.0 {
+            None => Release::Immediate,
+            Some(delay) => Release::Decay(delay),
+        }
+    }
+
+    /// The policy of `release`.
+    pub fn of(release: Release) -> Policy {
+        match release {
+            Release::Immediate => Policy(None),
+            Release::Decay(delay) => Policy(Some(delay)),
+        }
+    }
+
+    /// `immediate`, or the delay with the largest unit that writes it whole (`10ms`, `1s`).
+    pub fn text(self) -> String {
+        let Some(delay) = self.0 else {
+            return "immediate".into();
+        };
+        let ns = delay.as_nanos();
+        [
+            (1_000_000_000, "s"),
+            (1_000_000, "ms"),
+            (1_000, "us"),
+            (1, "ns"),
+        ]
+        .into_iter()
+        .find(|&(unit, _)| ns % unit == 0 && ns > 0)
+        .map_or_else(
+            || "0ns".into(),
+            |(unit, name)| format!("{}{name}", ns / unit),
+        )
+    }
+}
+
+/// Parses a release policy: `immediate`, or a delay written as an integer and a unit `ns`,
+/// `us`, `ms` or `s` (`10ms`, `1s`), which is [`Release::Decay`].
+pub fn parse_release(text: &str) -> Option<Release> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("immediate") {
+        return Some(Release::Immediate);
+    }
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let delay = match unit {
+        "ns" => Duration::from_nanos(n),
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return None,
+    };
+    Some(Release::Decay(delay))
+}
+
+/// The release policy `PYALLOC_RELEASE` asks for, `HeapConfig::new()`'s when it is unset or
+/// empty; an error naming the variable when it cannot be read. Read once per process.
+pub fn env_release() -> Result<Release, String> {
+    static POLICY: OnceLock<Result<Release, String>> = OnceLock::new();
+    POLICY
+        .get_or_init(|| match std::env::var("PYALLOC_RELEASE") {
+            Err(std::env::VarError::NotPresent) => Ok(HeapConfig::new().get_release()),
+            Ok(text) if text.trim().is_empty() => Ok(HeapConfig::new().get_release()),
+            Ok(text) => parse_release(&text).ok_or_else(|| {
+                format!("PYALLOC_RELEASE={text:?}: expected `immediate` or a delay such as `10ms` or `1s`")
+            }),
+            Err(e) => Err(format!("PYALLOC_RELEASE: {e}")),
+        })
+        .clone()
+}
+
+/// The configuration of every heap the tools build: `HeapConfig::new()` with the policy of
+/// [`env_release`]. Panics with its message when `PYALLOC_RELEASE` is malformed.
+pub fn pyalloc_config() -> HeapConfig {
+    HeapConfig::new().release(env_release().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `s` made `'static`, each distinct string leaked once (peer keys and labels are
+/// `&'static str`; there are a handful per process).
+fn intern(s: String) -> &'static str {
+    static TABLE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = table.iter().find(|&&t| t == s) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(s.into_boxed_str());
+    table.push(leaked);
+    leaked
 }
 
 impl PeerKind {
@@ -136,13 +251,21 @@ impl PeerKind {
             PeerKind::Bumpalo => "bumpalo",
             PeerKind::LifoFloor => "lifo-floor",
             PeerKind::Cabi(id) => id.lib().key,
+            PeerKind::PyallocWith(policy) => intern(format!("pyalloc:{}", policy.text())),
         }
     }
 
     /// The label printed in tables.
     pub fn label(self) -> &'static str {
         match self {
-            PeerKind::Pyalloc => "pyalloc",
+            // The policy is named when `PYALLOC_RELEASE` chose one.
+            PeerKind::Pyalloc => match std::env::var_os("PYALLOC_RELEASE") {
+                Some(v) if !v.is_empty() => match env_release() {
+                    Ok(release) => intern(format!("pyalloc ({})", Policy::of(release).text())),
+                    Err(_) => "pyalloc",
+                },
+                _ => "pyalloc",
+            },
             PeerKind::Glibc => "glibc",
             PeerKind::Mimalloc => "mimalloc",
             PeerKind::MimallocGlobalAlloc => "mimalloc (crate's GlobalAlloc)",
@@ -151,6 +274,7 @@ impl PeerKind {
             PeerKind::Bumpalo => "bumpalo (alloc only, bound)",
             PeerKind::LifoFloor => "lifo-floor",
             PeerKind::Cabi(id) => id.lib().name,
+            PeerKind::PyallocWith(policy) => intern(format!("pyalloc ({})", policy.text())),
         }
     }
 
@@ -159,6 +283,9 @@ impl PeerKind {
     pub fn from_key(key: &str) -> Option<PeerKind> {
         if let Some(spec) = key.strip_prefix("cabi:") {
             return (!spec.is_empty()).then(|| crate::cabi::kind(spec));
+        }
+        if let Some(policy) = key.strip_prefix("pyalloc:") {
+            return parse_release(policy).map(|r| PeerKind::PyallocWith(Policy::of(r)));
         }
         PeerKind::ALL.into_iter().find(|k| k.key() == key)
     }
@@ -195,6 +322,9 @@ pub fn with_peer<V: PeerVisitor>(kind: PeerKind, visitor: V) -> Option<V::Output
         PeerKind::Bumpalo => visitor.visit(&BumpaloPeer::new()),
         PeerKind::LifoFloor => visitor.visit(&LifoFloorPeer::new()),
         PeerKind::Cabi(id) => visitor.visit(&CabiPeer::new(id)?),
+        PeerKind::PyallocWith(policy) => {
+            visitor.visit(&PyallocPeer::with_release(policy.release()))
+        }
     })
 }
 
@@ -230,16 +360,34 @@ pub(crate) unsafe fn realloc_by_copy<P: Peer + ?Sized>(
 // pyalloc
 
 /// pyalloc: a fresh [`Heap`] per peer, called through `Allocator`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PyallocPeer {
     /// The heap under measurement.
     pub heap: Heap,
 }
 
+impl Default for PyallocPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PyallocPeer {
-    /// A peer with a fresh heap of the default configuration.
+    /// A peer with a fresh heap of the default configuration, its release policy from
+    /// `PYALLOC_RELEASE` ([`pyalloc_config`]; panics when the variable is malformed).
     pub fn new() -> Self {
-        PyallocPeer { heap: Heap::new() }
+        Self::with_config(pyalloc_config())
+    }
+
+    /// A peer with a fresh heap of the default configuration and the release policy `release`.
+    pub fn with_release(release: Release) -> Self {
+        Self::with_config(HeapConfig::new().release(release))
+    }
+
+    fn with_config(config: HeapConfig) -> Self {
+        PyallocPeer {
+            heap: Heap::with_config(config).expect("the default geometry is valid"),
+        }
     }
 }
 
@@ -794,4 +942,55 @@ impl Peer for LifoFloorPeer {
     }
 
     fn release(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_policies_parse_and_print() {
+        assert_eq!(parse_release("immediate"), Some(Release::Immediate));
+        assert_eq!(
+            parse_release("10ms"),
+            Some(Release::Decay(Duration::from_millis(10)))
+        );
+        assert_eq!(
+            parse_release("1s"),
+            Some(Release::Decay(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            parse_release("250us"),
+            Some(Release::Decay(Duration::from_micros(250)))
+        );
+        for bad in ["", "10", "ms", "10 ms", "1.5s", "10min", "-1s"] {
+            assert_eq!(parse_release(bad), None, "{bad:?}");
+        }
+        for text in ["immediate", "1ms", "10ms", "100ms", "1s", "250us", "7ns"] {
+            let policy = Policy::of(parse_release(text).unwrap());
+            assert_eq!(policy.text(), text);
+        }
+        assert_eq!(Policy(Some(Duration::from_millis(1000))).text(), "1s");
+    }
+
+    #[test]
+    fn pyalloc_policy_peers_have_keys_of_their_own() {
+        let kind = PeerKind::from_key("pyalloc:10ms").unwrap();
+        assert_eq!(
+            kind,
+            PeerKind::PyallocWith(Policy(Some(Duration::from_millis(10))))
+        );
+        assert_eq!(kind.key(), "pyalloc:10ms");
+        assert_eq!(kind.label(), "pyalloc (10ms)");
+        assert_eq!(PeerKind::from_key(kind.key()), Some(kind));
+        assert_eq!(PeerKind::from_key("pyalloc:soon"), None);
+        let PeerKind::PyallocWith(policy) = kind else {
+            unreachable!()
+        };
+        let peer = PyallocPeer::with_release(policy.release());
+        assert_eq!(
+            peer.heap.config().get_release(),
+            Release::Decay(Duration::from_millis(10))
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Resident set size from `/proc/self/statm`, and the process's minor page faults.
+//! Resident set size from `/proc/self/statm`, the lazily freed part of it, and the process's
+//! minor page faults.
 
 /// The process's resident set size in bytes (`/proc/self/statm`, second field × page size);
 /// 0 where the file cannot be read.
@@ -25,4 +26,18 @@ pub fn minor_faults() -> u64 {
         return 0;
     }
     u64::try_from(usage.ru_minflt).unwrap_or(0)
+}
+
+/// The process's `LazyFree` bytes (`/proc/self/smaps_rollup`): pages handed back with
+/// `MADV_FREE` that the kernel has not reclaimed yet. They still count in the RSS, and are
+/// dropped only under memory pressure. 0 where the file cannot be read.
+pub fn lazy_free_bytes() -> usize {
+    let Ok(text) = std::fs::read_to_string("/proc/self/smaps_rollup") else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("LazyFree:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

@@ -29,12 +29,28 @@
 //! unit of that budget for its cached empty pool ([`Arenas::lend_spare`]); this module alone
 //! decides what the budget allows.
 //!
+//! ## Release: at once, or after a decay
+//! Under [`Release::Immediate`] (CPython's policy) an arena that empties beyond the spares
+//! budget goes back to the source at once, and dirty free pools stay resident until
+//! [`Arenas::settle`] is called by `trim`. Under [`Release::Decay`] nothing goes back at once:
+//! an arena with something to give back (a dirty free pool, or being empty beyond the budget)
+//! carries a deadline, `expires`, set one delay after the first such event (and reset when
+//! the arena empties), and the heap-wide `next_expiry` is the earliest of them. The clock is
+//! read on this module's slow paths only (a pool taken or returned) and only while a deadline
+//! is pending; once `next_expiry` has passed, [`Arenas::settle`] walks the arenas whose
+//! deadline passed, unmaps those that are empty beyond the budget and purges the dirty free
+//! pools of the rest. Deadlines are rounded up to a quarter of the delay, so that arenas
+//! emptied close together are settled in one walk.
+//!
 //! ## Invariants (checked by [`Arenas::check`])
 //! ```text
 //! for every mapped arena a:  a.dirty_free & a.clean_free == 0
 //!                            a.nfree == popcount(a.dirty_free | a.clean_free) <= pools_per_arena
 //! current == #mapped arenas;  empty_arenas == #{a : a.nfree == pools_per_arena}
-//! empty_arenas + spare_lent <= empty_arenas_kept
+//! Immediate:  empty_arenas + spare_lent <= empty_arenas_kept;  every a.expires == NEVER
+//! Decay:      #{a : a.nfree == pools_per_arena, a.expires == NEVER} + spare_lent
+//!                 <= empty_arenas_kept
+//!             next_expiry <= every a.expires
 //! usable == the mapped arenas with nfree > 0, sorted by nfree ascending
 //! nfp2lasta[n] == the last arena of `usable` with nfree == n, or NONE
 //! ```
@@ -58,12 +74,16 @@
 
 use core::ptr::NonNull;
 
+use crate::config::Release;
 use crate::gate::Gate;
 use crate::meta::{Meta, MetaBox, MetaVec};
 use crate::os::SourceBox;
 
 /// "No arena": the null link of the arena lists.
 const NONE: u32 = u32::MAX;
+
+/// "No deadline": the `expires` of an arena with nothing waiting to decay.
+const NEVER: u64 = u64::MAX;
 
 /// The addresses the map covers: `0..1 << ADDRESS_BITS`, the user half of x86-64's and
 /// AArch64's 48-bit address spaces. An arena mapped above (never, without an address hint) is
@@ -224,6 +244,11 @@ struct ArenaObject {
     next: u32,
     /// Previous arena in the usable list.
     prev: u32,
+    /// Under a decay: when this arena's dirty free pools are purged, or (empty beyond the
+    /// spares budget) it is unmapped; `NEVER` when nothing waits.
+    expires: u64,
+    /// Bytes of this arena handed back with `purge` since it was mapped.
+    purged: u64,
 }
 
 /// A pool taken from an arena.
@@ -280,6 +305,15 @@ pub(crate) struct Arenas {
     reclaimed: u64,
     highwater: usize,
     current: usize,
+    /// The decay's delay in nanoseconds; `None` under [`Release::Immediate`].
+    decay: Option<u64>,
+    /// The earliest `expires` of any arena (or later: never earlier), or `NEVER`.
+    next_expiry: u64,
+    /// Bytes handed back with `purge` since the heap was made.
+    purged_bytes: u64,
+    /// Pools given back by layer 2 since the heap was made: how layer 3 tells a shrinking
+    /// heap (see [`FreeLists::tend`](crate::free_list::FreeLists::tend)).
+    pools_returned: u64,
 }
 
 impl Arenas {
@@ -287,6 +321,7 @@ impl Arenas {
         pool_size: usize,
         arena_size: usize,
         empty_arenas_kept: usize,
+        release: Release,
         source: SourceBox,
     ) -> Self {
         let pools_per_arena = (arena_size / pool_size) as u32;
@@ -308,6 +343,13 @@ impl Arenas {
             reclaimed: 0,
             highwater: 0,
             current: 0,
+            decay: match release {
+                Release::Immediate => None,
+                Release::Decay(delay) => Some(u64::try_from(delay.as_nanos()).unwrap_or(NEVER)),
+            },
+            next_expiry: NEVER,
+            purged_bytes: 0,
+            pools_returned: 0,
         }
     }
 
@@ -446,8 +488,13 @@ impl Arenas {
             debug_assert_eq!(self.nfp2lasta[nf as usize - 1], NONE);
             self.nfp2lasta[nf as usize - 1] = index;
         }
+        let pool = self.pool_at(base, bit);
+        // After the take, so that the arena the pool came from is not empty and stays.
+        if self.next_expiry != NEVER {
+            self.tick(gate);
+        }
         Some(TakenPool {
-            pool: self.pool_at(base, bit),
+            pool,
             arena_index: index,
             dirty,
         })
@@ -461,6 +508,7 @@ impl Arenas {
     /// * no block of the pool is live, and nothing refers to the pool any more.
     pub(crate) unsafe fn return_pool(&mut self, arena_index: u32, pool_number: u32, gate: &Gate) {
         let index = arena_index;
+        self.pools_returned += 1;
         let ao = &mut self.objects[index as usize];
         debug_assert_eq!((ao.dirty_free | ao.clean_free) & (1 << pool_number), 0);
         ao.dirty_free |= 1 << pool_number;
@@ -477,7 +525,7 @@ impl Arenas {
         let was_listed = nf > 1;
 
         if nf == self.pools_per_arena {
-            if !self.may_keep_empty_arena() {
+            if self.decay.is_none() && !self.may_keep_empty_arena() {
                 if was_listed {
                     self.unlink(index);
                 }
@@ -500,6 +548,9 @@ impl Arenas {
         // with more.
         if self.nfp2lasta[nf as usize] == NONE {
             self.nfp2lasta[nf as usize] = index;
+        }
+        if self.decay.is_some() {
+            self.wait_to_decay(index, nf == self.pools_per_arena, gate);
         }
     }
 
@@ -572,6 +623,8 @@ impl Arenas {
             nfree: self.pools_per_arena,
             next: NONE,
             prev: NONE,
+            expires: NEVER,
+            purged: 0,
         };
         let index = if self.unused != NONE {
             let index = self.unused;
@@ -600,6 +653,7 @@ impl Arenas {
         ao.clean_free = 0;
         ao.nfree = 0;
         ao.prev = NONE;
+        ao.expires = NEVER;
         ao.next = self.unused;
         self.unused = index;
         self.reclaimed += 1;
@@ -626,13 +680,21 @@ impl Arenas {
     /// Releases one empty arena kept as a spare (there is one).
     fn release_one_spare(&mut self, gate: &Gate) {
         // Empty arenas have the most free pools, so they are at the tail of the usable list,
-        // after `nfp2lasta[pools_per_arena]`'s predecessors: take that one.
+        // and `nfp2lasta[pools_per_arena]` is the last of them.
         let index = self.nfp2lasta[self.pools_per_arena as usize];
         debug_assert_ne!(index, NONE);
-        let prev = self.objects[index as usize].prev;
-        let prev_is_empty =
-            prev != NONE && self.objects[prev as usize].nfree == self.pools_per_arena;
-        self.nfp2lasta[self.pools_per_arena as usize] = if prev_is_empty { prev } else { NONE };
+        self.release_empty_arena(index, gate);
+    }
+
+    /// Releases empty arena `index`, listed at the tail of the usable list with the others.
+    fn release_empty_arena(&mut self, index: u32, gate: &Gate) {
+        let ppa = self.pools_per_arena;
+        debug_assert_eq!(self.objects[index as usize].nfree, ppa);
+        if self.nfp2lasta[ppa as usize] == index {
+            let prev = self.objects[index as usize].prev;
+            let prev_is_empty = prev != NONE && self.objects[prev as usize].nfree == ppa;
+            self.nfp2lasta[ppa as usize] = if prev_is_empty { prev } else { NONE };
+        }
         self.unlink(index);
         self.empty_arenas -= 1;
         self.release_arena(index, gate);
@@ -654,30 +716,161 @@ impl Arenas {
         released
     }
 
-    /// Hands the pages of every dirty free pool back to the OS. Returns the bytes purged.
-    pub(crate) fn purge_free_pools(&mut self, gate: &Gate) -> usize {
+    // ----------------------------------------------------------------------------------------
+    // Decay and purge
+
+    /// Under a decay: an event of `return_pool` left arena `index` with something to give
+    /// back (a dirty free pool; `emptied`: every pool free). Gives it a deadline if it has
+    /// none (a new one if it just emptied: an empty arena waits a whole delay), then settles
+    /// whatever is due.
+    #[cold]
+    fn wait_to_decay(&mut self, index: u32, emptied: bool, gate: &Gate) {
+        let Some(delay) = self.decay else { return };
+        let now = self.now(gate);
+        let ao = &mut self.objects[index as usize];
+        if ao.expires == NEVER || emptied {
+            // Rounded up to a quarter of the delay: arenas emptied close together share one
+            // deadline, and one walk settles them.
+            let grain = (delay / 4).max(1);
+            let at = now.saturating_add(delay);
+            ao.expires = at.div_ceil(grain).saturating_mul(grain);
+            self.next_expiry = self.next_expiry.min(ao.expires);
+        }
+        if now >= self.next_expiry {
+            self.settle(Some(now), gate);
+        }
+    }
+
+    /// Settles what is due, if anything waits: for slow paths outside this module (a large
+    /// allocation), so that a program whose pools stop turning over still decays.
+    #[inline]
+    pub(crate) fn tend(&mut self, gate: &Gate) {
+        if self.next_expiry != NEVER {
+            self.tick(gate);
+        }
+    }
+
+    /// Settles what is due if the earliest deadline has passed (`next_expiry` is pending).
+    #[cold]
+    #[inline(never)]
+    fn tick(&mut self, gate: &Gate) {
+        let now = self.now(gate);
+        if now >= self.next_expiry {
+            self.settle(Some(now), gate);
+        }
+    }
+
+    /// The source's clock, read with the gate closed (it is the caller's code).
+    fn now(&mut self, gate: &Gate) -> u64 {
+        let source = &mut self.source;
+        gate.closed(|| source.now())
+    }
+
+    /// Gives back what is due at `now`, or everything that can go (`None`: `trim`): unmaps the
+    /// empty arenas beyond the spares budget and purges the dirty free pools of the others.
+    /// Returns the bytes purged.
+    pub(crate) fn settle(&mut self, now: Option<u64>, gate: &Gate) -> usize {
         let mut purged = 0;
-        for index in 0..self.objects.len() {
-            let Some(base) = self.objects[index].base else {
+        let mut next = NEVER;
+        for index in 0..self.objects.len() as u32 {
+            let ao = &mut self.objects[index as usize];
+            if ao.base.is_none() {
                 continue;
-            };
-            let mut dirty = self.objects[index].dirty_free;
-            while dirty != 0 {
-                let bit = dirty.trailing_zeros();
-                dirty &= dirty - 1;
-                let pool = self.pool_at(base, bit);
-                let (source, size) = (&mut self.source, self.pool_size);
-                // SAFETY: the pool is free: no block in it is live and no list points into it
-                // (free pools are tracked only by these bitmaps).
-                if gate.closed(|| unsafe { source.purge(pool, size) }) {
-                    let ao = &mut self.objects[index];
-                    ao.dirty_free &= !(1 << bit);
-                    ao.clean_free |= 1 << bit;
-                    purged += self.pool_size;
+            }
+            if let Some(now) = now {
+                if ao.expires > now {
+                    next = next.min(ao.expires);
+                    continue;
                 }
             }
+            ao.expires = NEVER;
+            let empty = ao.nfree == self.pools_per_arena;
+            let over_budget =
+                self.empty_arenas + usize::from(self.spare_lent) > self.empty_arenas_kept;
+            if empty && over_budget {
+                self.release_empty_arena(index, gate);
+            } else {
+                purged += self.purge_arena(index, gate);
+            }
+        }
+        self.next_expiry = next;
+        purged
+    }
+
+    /// Hands the pages of arena `index`'s dirty free pools back to the OS. Returns the bytes.
+    fn purge_arena(&mut self, index: u32, gate: &Gate) -> usize {
+        let Some(base) = self.objects[index as usize].base else {
+            return 0;
+        };
+        let mut purged = 0;
+        let mut dirty = self.objects[index as usize].dirty_free;
+        while dirty != 0 {
+            let bit = dirty.trailing_zeros();
+            dirty &= dirty - 1;
+            let pool = self.pool_at(base, bit);
+            let (source, size) = (&mut self.source, self.pool_size);
+            // SAFETY: the pool is free: no block in it is live and no list points into it
+            // (free pools are tracked only by these bitmaps).
+            if gate.closed(|| unsafe { source.purge(pool, size) }) {
+                let ao = &mut self.objects[index as usize];
+                ao.dirty_free &= !(1 << bit);
+                ao.clean_free |= 1 << bit;
+                ao.purged += self.pool_size as u64;
+                purged += self.pool_size;
+            }
+        }
+        self.purged_bytes += purged as u64;
+        purged
+    }
+
+    /// Hands back `len` bytes at `ptr`, inside a pool in use of arena `index` that layer 2
+    /// has emptied of everything it needs (its parked pages). Returns whether the OS took them.
+    ///
+    /// # Safety
+    ///
+    /// The range lies in a pool of arena `index` and holds nothing anyone will read before
+    /// writing.
+    pub(crate) unsafe fn purge_in_pool(
+        &mut self,
+        index: u32,
+        ptr: NonNull<u8>,
+        len: usize,
+        gate: &Gate,
+    ) -> bool {
+        let source = &mut self.source;
+        // SAFETY: the caller's contract: inside one of this source's arenas, nothing live.
+        let purged = gate.closed(|| unsafe { source.purge(ptr, len) });
+        if purged {
+            self.objects[index as usize].purged += len as u64;
+            self.purged_bytes += len as u64;
         }
         purged
+    }
+
+    /// Pools given back by layer 2 since the heap was made.
+    pub(crate) fn pools_returned(&self) -> u64 {
+        self.pools_returned
+    }
+
+    /// Bytes handed back with `purge` since the heap was made.
+    pub(crate) fn purged_bytes(&self) -> u64 {
+        self.purged_bytes
+    }
+
+    /// Bytes of arena `index` handed back with `purge` since it was mapped.
+    pub(crate) fn purged_in(&self, index: u32) -> u64 {
+        self.objects[index as usize].purged
+    }
+
+    /// Bytes of free pools whose pages are resident: kept for reuse, not yet purged.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        let dirty: u32 = self
+            .objects
+            .iter()
+            .filter(|ao| ao.base.is_some())
+            .map(|ao| ao.dirty_free.count_ones())
+            .sum();
+        dirty as usize * self.pool_size
     }
 
     // ----------------------------------------------------------------------------------------
@@ -769,7 +962,37 @@ impl Arenas {
                 self.empty_arenas
             ));
         }
-        if self.empty_arenas + usize::from(self.spare_lent) > self.empty_arenas_kept {
+        let mut settled_empty = 0;
+        for (i, ao) in self.objects.iter().enumerate() {
+            if ao.base.is_none() {
+                continue;
+            }
+            if ao.expires != NEVER && self.decay.is_none() {
+                return Err(format!("arena {i} has a deadline under immediate release"));
+            }
+            if ao.expires < self.next_expiry {
+                return Err(format!(
+                    "arena {i} expires at {} before next_expiry {}",
+                    ao.expires, self.next_expiry
+                ));
+            }
+            if ao.nfree == self.pools_per_arena && ao.expires == NEVER {
+                settled_empty += 1;
+            }
+        }
+        if self.decay.is_some()
+            && settled_empty + usize::from(self.spare_lent) > self.empty_arenas_kept
+        {
+            return Err(format!(
+                "{settled_empty} empty arenas wait for no deadline and {} cached empty pool \
+                 exceed the {} spares kept",
+                usize::from(self.spare_lent),
+                self.empty_arenas_kept
+            ));
+        }
+        if self.decay.is_none()
+            && self.empty_arenas + usize::from(self.spare_lent) > self.empty_arenas_kept
+        {
             return Err(format!(
                 "{} empty arenas and {} cached empty pool exceed the {} spares kept",
                 self.empty_arenas,
@@ -840,7 +1063,13 @@ mod tests {
 
     /// Arenas of 8 pools of 4 KiB from the system allocator, keeping `kept` spares.
     fn arenas(kept: usize) -> Arenas {
-        Arenas::new(4 << 10, 32 << 10, kept, boxed_source(SystemSource))
+        Arenas::new(
+            4 << 10,
+            32 << 10,
+            kept,
+            Release::Immediate,
+            boxed_source(SystemSource),
+        )
     }
 
     fn take(a: &mut Arenas, gate: &Gate) -> (u32, u32) {

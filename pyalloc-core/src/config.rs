@@ -6,6 +6,7 @@
 //! built, so that a bad choice is a [`ConfigError`] and never a panic deep inside.
 
 use core::fmt;
+use core::time::Duration;
 
 use static_assertions::const_assert;
 
@@ -76,6 +77,30 @@ pub struct HeapConfig {
     pub(crate) memory_limit: Option<usize>,
     pub(crate) free_lists: bool,
     pub(crate) debug: bool,
+    pub(crate) release: Release,
+}
+
+/// What a heap does with the memory of pools and arenas that empty: its release policy.
+///
+/// Memory given back to the OS must be faulted in (and zeroed by the kernel) again when it is
+/// needed again, so giving back at once makes a program that frees a large set and builds it
+/// again pay for every page twice; never giving back keeps a program's peak for good.
+/// A decay keeps what empties for a while, the way jemalloc's dirty decay and mimalloc's purge
+/// delay do, and gives back only what stayed unused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// CPython's policy: an arena whose pools are all empty goes back to the OS at once (beyond
+    /// [`HeapConfig::empty_arenas_kept`]); the pages of empty pools inside live arenas stay
+    /// resident until [`Heap::trim`](crate::Heap::trim).
+    Immediate,
+    /// Keep emptied pools and arenas for reuse, and give them back once they have stayed unused
+    /// for about this long: the free pools of an arena are purged (`madvise`) one delay after
+    /// the first of them emptied, and an empty arena beyond the spares budget is unmapped one
+    /// delay after it emptied. The clock is read on the heap's slow paths only (a pool taken
+    /// from or given back to an arena, a request for the system allocator), and only while
+    /// something waits to decay; no thread runs in the background, so a heap nobody calls
+    /// keeps what it holds until its next slow path or [`Heap::trim`](crate::Heap::trim).
+    Decay(Duration),
 }
 
 impl Default for HeapConfig {
@@ -95,6 +120,7 @@ impl HeapConfig {
             memory_limit: None,
             free_lists: true,
             debug: false,
+            release: Release::Immediate,
         }
     }
 
@@ -145,6 +171,18 @@ impl HeapConfig {
     pub const fn debug(mut self, enabled: bool) -> Self {
         self.debug = enabled;
         self
+    }
+
+    /// The release policy: what happens to the memory of pools and arenas that empty (see
+    /// [`Release`]).
+    pub const fn release(mut self, policy: Release) -> Self {
+        self.release = policy;
+        self
+    }
+
+    /// The configured release policy.
+    pub const fn get_release(&self) -> Release {
+        self.release
     }
 
     /// Whether the debug mode is on.

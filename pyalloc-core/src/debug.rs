@@ -669,6 +669,7 @@ impl DebugLayer {
             valgrind::make_undefined(slot.as_ptr(), spec.slot_layout.size());
             return Ok(slot);
         }
+        // Out-of-band lists are never shut: nothing to reopen.
         list.record_miss();
         Ok(self.allocate(raw, spec.slot_layout, gate)?.cast())
     }

@@ -38,11 +38,22 @@
 //! keeps its lists *out of band* instead ([`FreeList::push_out_of_band`]), so that every byte
 //! of a resting slot can hold the freed pattern and be checked.
 //!
+//! ## Idle lists do not pin arenas
+//! A slot resting on a list keeps its pool, and so its arena, from going back (CPython's float
+//! free list keeps dozens of otherwise empty arenas after a program frees a million floats,
+//! until `gc.collect()` clears it). So the lists are *tended*: once the heap has given an
+//! arena's worth of pools back to layer 1 since the last look (it is shrinking), every list
+//! that served no allocation since that look is drained to layer 2 and *shut* (capacity 0, so
+//! its frees go to layer 2 too) until its next miss reopens it. The look happens on layer 3's
+//! slow paths (a miss, an overflow) and costs the hit paths nothing: hits are derived from
+//! counters the hit paths keep already.
+//!
 //! ## Invariants (checked by [`FreeLists::check`])
 //! ```text
 //! len <= capacity <= MAX_FREE_LIST_CAPACITY
 //! intrusive list:   len == capacity - room == #slots chained from head
 //! out of band:      room == 0, head null, len == out_of_band.len()
+//! shut:             capacity == 0 (it reopens with the capacity it had)
 //! hits == pushes - len - drained
 //! ```
 
@@ -483,8 +494,11 @@ pub struct FreeListStats {
     pub misses: u64,
     /// Frees that kept their slot on the list.
     pub pushes: u64,
-    /// Frees that found the list full and gave their slot to layer 2.
+    /// Frees that found the list full (or shut) and gave their slot to layer 2.
     pub overflows: u64,
+    /// Times the list was drained and shut because it served no allocation while the heap
+    /// shrank (see the crate's "Idle lists" section); its next miss reopened it.
+    pub idle_drains: u64,
 }
 
 /// The cold half of one free list in one heap (its [`ListHead`] is the hot half): what only
@@ -506,6 +520,13 @@ pub(crate) struct FreeList {
     drained: u64,
     misses: u64,
     overflows: u64,
+    /// While the list is shut for idleness: the capacity it reopens with (its `capacity` is
+    /// 0 meanwhile, so its head takes nothing).
+    shut: Option<u32>,
+    /// Times the list was shut for idleness.
+    idle_drains: u64,
+    /// The list's hits when the lists were last tended.
+    hits_at_tend: u64,
 }
 
 impl FreeList {
@@ -517,6 +538,9 @@ impl FreeList {
         drained: 0,
         misses: 0,
         overflows: 0,
+        shut: None,
+        idle_drains: 0,
+        hits_at_tend: 0,
     };
 
     /// The list's spec (every list the heap hands out is created).
@@ -609,8 +633,17 @@ impl FreeList {
         Some(slot)
     }
 
-    pub(crate) fn record_miss(&mut self) {
+    /// Counts a miss. Returns whether the list is shut for idleness: its type is in use
+    /// again, and the caller reopens it.
+    #[inline]
+    pub(crate) fn record_miss(&mut self) -> bool {
         self.misses += 1;
+        self.shut.is_some()
+    }
+
+    /// Allocations served from the list since it was made.
+    fn hits(&self, head: &ListHead) -> u64 {
+        head.pushes.get() - self.len(head) as u64 - self.drained
     }
 
     pub(crate) fn record_overflow(&mut self) {
@@ -622,11 +655,12 @@ impl FreeList {
         let pushes = head.pushes.get();
         FreeListStats {
             len,
-            capacity: self.capacity as usize,
+            capacity: self.shut.unwrap_or(self.capacity) as usize,
             hits: pushes - len as u64 - self.drained,
             misses: self.misses,
             pushes,
             overflows: self.overflows,
+            idle_drains: self.idle_drains,
         }
     }
 
@@ -637,6 +671,12 @@ impl FreeList {
         if len > self.capacity as usize || self.capacity as usize > MAX_FREE_LIST_CAPACITY {
             return Err(format!(
                 "free list {name}: {len} slots, capacity {}",
+                self.capacity
+            ));
+        }
+        if self.shut.is_some() && self.capacity != 0 {
+            return Err(format!(
+                "free list {name}: shut, with capacity {}",
                 self.capacity
             ));
         }
@@ -688,6 +728,9 @@ pub(crate) struct FreeLists {
     disabled: bool,
     /// `true` in debug mode: slots rest out of band, and no list takes the hit paths.
     out_of_band: bool,
+    /// When the lists are next tended: layer 1's count of pools returned at the last look,
+    /// plus an arena's worth; 0 before the first look.
+    tend_at: u64,
 }
 
 impl FreeLists {
@@ -698,6 +741,7 @@ impl FreeLists {
             keyed: KeyedLists::new(),
             disabled,
             out_of_band,
+            tend_at: 0,
         }
     }
 
@@ -789,6 +833,69 @@ impl FreeLists {
         }
     }
 
+    /// Reopens list `id`, shut for idleness, with the capacity it had.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reopen(&mut self, id: usize) {
+        if let Some((head, list)) = self.get_mut(id) {
+            if let Some(capacity) = list.shut.take() {
+                list.set_capacity(head, capacity);
+            }
+        }
+    }
+
+    /// List `id` (assigned), the cold half mutably, if this heap has made it.
+    fn get_mut(&mut self, id: usize) -> Option<(&ListHead, &mut FreeList)> {
+        if id as u32 & KEYED == 0 {
+            let list = self.typed.get_mut(id).filter(|l| l.is_created())?;
+            Some((self.heads.at(id), list))
+        } else {
+            let at = self.keyed.find(id)?;
+            let entry = &mut self.keyed.table[at];
+            Some((&entry.head, &mut entry.list))
+        }
+    }
+
+    /// Looks at the lists if the heap has given an arena's worth of pools back to layer 1
+    /// since the last look (see the module's "Idle lists"): drains and shuts every list that
+    /// served no allocation since. Called on layer 3's slow paths. Returns the slots drained.
+    #[inline]
+    pub(crate) fn tend(&mut self, raw: &mut RawHeap, gate: &Gate) -> usize {
+        if raw.arenas().pools_returned() < self.tend_at {
+            return 0;
+        }
+        self.shut_idle_lists(raw, gate)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shut_idle_lists(&mut self, raw: &mut RawHeap, gate: &Gate) -> usize {
+        let mut drained = 0;
+        // The first look only takes note: "since the last look" starts there.
+        let first_look = self.tend_at == 0;
+        // The debug mode's lists rest out of band and are the debug layer's to drain.
+        if !self.out_of_band && !self.disabled {
+            for (head, list) in self.lists_mut() {
+                let hits = list.hits(head);
+                if !first_look && hits == list.hits_at_tend && list.len(head) > 0 {
+                    let layout = list.spec().slot_layout;
+                    while let Some(slot) = list.drain_one(head) {
+                        // SAFETY: a slot of this list: a block of `raw` with its slot layout.
+                        unsafe { raw.deallocate(slot, layout, gate) };
+                        drained += 1;
+                    }
+                    list.shut = Some(list.capacity);
+                    list.set_capacity(head, 0);
+                    list.idle_drains += 1;
+                }
+                list.hits_at_tend = list.hits(head);
+            }
+        }
+        let arenas = raw.arenas();
+        self.tend_at = arenas.pools_returned() + arenas.pools_per_arena() as u64;
+        drained
+    }
+
     /// The keyed hit paths' list: key `id`'s head if it sits at home.
     #[inline(always)]
     pub(crate) fn keyed_head(&self, id: KeyId) -> Option<&ListHead> {
@@ -842,7 +949,9 @@ impl FreeLists {
         if let Some(slot) = list.pop(head) {
             return Ok(slot);
         }
-        list.record_miss();
+        if list.record_miss() {
+            self.reopen(id);
+        }
         Ok(raw.allocate(spec.slot_layout, gate)?.cast())
     }
 
@@ -869,6 +978,7 @@ impl FreeLists {
         }
         // SAFETY: the caller's contract: a block of `raw` with this layout.
         unsafe { raw.deallocate(slot, spec.slot_layout, gate) };
+        self.tend(raw, gate);
     }
 
     /// Sets one list's capacity and frees the slots beyond it to layer 2. A heap whose free
@@ -886,6 +996,8 @@ impl FreeLists {
         if disabled {
             return Ok(());
         }
+        // An explicit capacity reopens a list shut for idleness.
+        list.shut = None;
         while list.len(head) > capacity as usize {
             let slot = list.drain_one(head).expect("len counts the slots");
             // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.

@@ -779,7 +779,9 @@ impl Heap {
         let core = unsafe { self.core_fast() };
         let list = core.lists.created_mut(id)?;
         let block = core.raw.alloc_block(class_of(layout.size()), &self.gate)?;
-        list.record_miss();
+        if list.record_miss() {
+            core.lists.reopen(id);
+        }
         Some(block)
     }
 
@@ -809,6 +811,8 @@ impl Heap {
         list.record_overflow();
         // SAFETY: a live pool block of this heap, holding nothing live.
         unsafe { core.raw.free_block(slot, &self.gate) };
+        // A slow path of layer 3: the heap may be shrinking under idle lists.
+        core.lists.tend(&mut core.raw, &self.gate);
         true
     }
 

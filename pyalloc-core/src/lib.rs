@@ -57,8 +57,8 @@ mod valgrind;
 
 pub use allocator_api2;
 pub use config::{
-    ConfigError, HeapConfig, ALIGNMENT, DEFAULT_ARENA_SIZE, DEFAULT_POOL_SIZE, MAX_ARENA_SIZE,
-    MAX_POOLS_PER_ARENA, MIN_POOL_SIZE, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD,
+    ConfigError, HeapConfig, Release, ALIGNMENT, DEFAULT_ARENA_SIZE, DEFAULT_POOL_SIZE,
+    MAX_ARENA_SIZE, MAX_POOLS_PER_ARENA, MIN_POOL_SIZE, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD,
 };
 pub use fill::{FREED_BYTE, FRESH_BYTE, GUARD_BYTE};
 pub use free_list::{
@@ -69,7 +69,9 @@ pub use global::{Global, ProcessStats};
 pub use heap::{Heap, TrimReport};
 #[cfg(unix)]
 pub use os::MmapSource;
-pub use os::{ArenaSource, FailingSource, SystemSource};
+pub use os::{
+    monotonic_nanos, ArenaSource, FailingSource, ManualClock, ManualClockSource, SystemSource,
+};
 pub use pool_box::PoolBox;
 pub use pooled::Pooled;
 pub use stats::{ArenaOccupancy, ClassStats, FreeListLine, Occupancy, PoolState, Stats};

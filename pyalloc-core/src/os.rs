@@ -11,10 +11,15 @@
 //! * [`FailingSource`]: wraps another source and fails from a chosen call on, so tests can
 //!   check that running out of memory is an `AllocError` and never a crash.
 //!
+//! The OS also tells the time: the release policy's decay ([`Release`](crate::Release)) asks the
+//! source for a monotonic clock, on the heap's slow path only. [`ManualClock`] replaces it in
+//! tests, so that a decay is stepped through without sleeping.
+//!
 //! Requests too large for pools do not come here: they go to the system allocator directly.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
+use core::time::Duration;
 
 #[cfg(all(unix, miri))]
 use crate::meta::MetaVec;
@@ -54,6 +59,39 @@ pub unsafe trait ArenaSource {
         let _ = (ptr, len);
         false
     }
+
+    /// Monotonic time in nanoseconds, for the release policy's decay. Read on the heap's slow
+    /// path only (a pool taken from or given back to an arena), and only while something
+    /// waits to decay. The default is [`monotonic_nanos`].
+    fn now(&mut self) -> u64 {
+        monotonic_nanos()
+    }
+}
+
+/// The OS's monotonic clock in nanoseconds, coarse where that is cheaper: on Linux
+/// `CLOCK_MONOTONIC_COARSE` (a few nanoseconds through the vDSO, ticking every 1 to 4 ms,
+/// which is fine for delays of milliseconds), elsewhere `std::time::Instant` from a process-wide
+/// epoch.
+pub fn monotonic_nanos() -> u64 {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        if rc == 0 {
+            return (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64);
+        }
+    }
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A heap's arena source, boxed in system memory like the rest of the core's structures (see
@@ -309,6 +347,84 @@ unsafe impl<S: ArenaSource> ArenaSource for FailingSource<S> {
     unsafe fn purge(&mut self, ptr: NonNull<u8>, len: usize) -> bool {
         // SAFETY: forwarded; the range lies in an arena of `inner`.
         unsafe { self.inner.purge(ptr, len) }
+    }
+
+    fn now(&mut self) -> u64 {
+        self.inner.now()
+    }
+}
+
+/// A clock that moves only when told, for tests of the release policy's decay: the heap built
+/// on [`ManualClock::drive`]'s source reads this clock instead of the OS's, so a test steps a
+/// decay through without sleeping. Clones share one clock.
+///
+/// ```
+/// use pyalloc::{Heap, HeapConfig, ManualClock, Release, SystemSource};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let config = HeapConfig::new().release(Release::Decay(Duration::from_millis(100)));
+/// let heap = Heap::with_source(config, clock.drive(SystemSource)).unwrap();
+/// clock.advance(Duration::from_millis(150));
+/// assert_eq!(clock.now(), Duration::from_millis(150));
+/// # drop(heap);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.0
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The time on the clock.
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A source serving `inner`'s arenas whose clock is this one.
+    pub fn drive<S: ArenaSource>(&self, inner: S) -> ManualClockSource<S> {
+        ManualClockSource {
+            inner,
+            clock: self.clone(),
+        }
+    }
+}
+
+/// `inner`'s arenas on a [`ManualClock`]'s time (made by [`ManualClock::drive`]).
+#[derive(Debug)]
+pub struct ManualClockSource<S> {
+    inner: S,
+    clock: ManualClock,
+}
+
+// SAFETY: every arena and purge is `inner`'s, which upholds the contract; the clock touches no
+// heap.
+unsafe impl<S: ArenaSource> ArenaSource for ManualClockSource<S> {
+    fn map_arena(&mut self, size: usize) -> Option<NonNull<u8>> {
+        self.inner.map_arena(size)
+    }
+
+    unsafe fn unmap_arena(&mut self, arena: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded; the arena came from `inner`.
+        unsafe { self.inner.unmap_arena(arena, size) }
+    }
+
+    unsafe fn purge(&mut self, ptr: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: forwarded; the range lies in an arena of `inner`.
+        unsafe { self.inner.purge(ptr, len) }
+    }
+
+    fn now(&mut self) -> u64 {
+        self.clock.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -16,6 +16,17 @@
 //! the header has room for an owner the size of a pointer). Freed blocks form a singly linked LIFO list
 //! through their first word ([`link`](crate::link)), headed by `freeblock`.
 //!
+//! ## Parked pages
+//! `trim` hands back the free pages of pools that still hold live blocks, so that scattered
+//! survivors pin their own pages and not whole pools. A page can go when no live block
+//! overlaps it; but the free list threads through the free blocks, and the page's contents
+//! are lost. So its free blocks are *parked*: taken off the free list, and the page marked in
+//! the header's `parked` bits. When the pool runs out of free and uncarved blocks, before it
+//! would count as full, the lowest parked page is taken back: its blocks go on the free list
+//! again (CPython's lazy carving, generalised: the page faults back in, zeroed, when the first
+//! of them is written). The header's page, page 0, is never parked; a block that straddles a
+//! parked page is parked with it, and comes back with the last of its pages.
+//!
 //! ## States and invariants
 //! * **used**: some blocks live, some free; in its class's [`PoolList`], and `freeblock` is
 //!   never null there (the allocation fast path relies on it);
@@ -25,7 +36,9 @@
 //!
 //! ```text
 //! POOL_OVERHEAD <= next_offset <= pool_size - tail   (tail: what is left after the last block)
-//! carved == (next_offset - POOL_OVERHEAD) / block size == ref_count + #free list
+//! carved == (next_offset - POOL_OVERHEAD) / block size
+//!        == ref_count + #free list + #parked (carved blocks overlapping a parked page)
+//! no block on the free list overlaps a parked page; page 0 is never parked
 //! full  ⇔  FULL marked in the header's count (see `FULL`)
 //! ```
 //!
@@ -51,7 +64,11 @@ struct PoolHeader {
     /// [`Pool::ref_count`].
     refs: u32,
     /// The size class every block of this pool belongs to (CPython's `szidx`).
-    size_class: u32,
+    size_class: u16,
+    /// Bit `p` set: page `p` of the pool ([`PARK_PAGE`] bytes) is *parked*: handed back to the
+    /// OS while the pool holds live blocks elsewhere, its free blocks off the free list until
+    /// the pool runs out of others (see "Parked pages").
+    parked: u16,
     /// Head of the free-block list; null when every carved block is live.
     freeblock: *mut u8,
     /// Next pool in the class's used-pool list.
@@ -87,6 +104,13 @@ const FULL: u32 = 1 << 31;
 
 /// `refs` of a pool with no live block.
 const EMPTY_REFS: u32 = u32::MAX;
+
+/// The page of [`parked`](PoolHeader::parked) pages: 4 KiB. On systems with larger pages the
+/// OS purges nothing of one, and nothing is parked.
+pub(crate) const PARK_PAGE: usize = 4096;
+
+/// Pools of at most this many pages may park pages (one bit each in the header).
+pub(crate) const MAX_PARKED_PAGES: usize = u16::BITS as usize;
 
 /// Bytes at the start of a pool taken by its header, rounded up so blocks stay aligned.
 pub(crate) const POOL_OVERHEAD: usize =
@@ -309,7 +333,8 @@ impl Pool {
             valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
             base.cast::<PoolHeader>().write(PoolHeader {
                 refs: 0,
-                size_class: class as u32,
+                size_class: class as u16,
+                parked: 0,
                 freeblock: second,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -350,8 +375,10 @@ impl Pool {
             (*h).next = ptr::null_mut();
             (*h).prev = ptr::null_mut();
             let (block, ran_dry) = self.pop_free();
-            if ran_dry && !self.carve_next(pool_size, fill) {
-                unreachable!("a pool holds at least two blocks");
+            if ran_dry && !self.carve_next(pool_size, fill) && !self.unpark(fill) {
+                // The pool is empty, so every carved block is free or parked: a pool holds
+                // at least two blocks, and page 0's are never parked.
+                unreachable!("an empty pool ran dry after one block");
             }
             block
         }
@@ -535,6 +562,172 @@ impl Pool {
         }
     }
 
+    // ----------------------------------------------------------------------------------------
+    // Parked pages
+
+    /// The pool's parked pages (bit `p`: page `p`).
+    pub(crate) fn parked(self) -> u16 {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).parked }
+    }
+
+    /// Whether the block at `offset` (of `size` bytes) overlaps a page of `pages`.
+    fn overlaps(offset: usize, size: usize, pages: u16) -> bool {
+        let (first, last) = (offset / PARK_PAGE, (offset + size - 1) / PARK_PAGE);
+        (first..=last).any(|p| p < MAX_PARKED_PAGES && pages & (1 << p) != 0)
+    }
+
+    /// The pages the pool could hand back now, as two masks: carved pages that no live block
+    /// overlaps and that are not parked yet (`park`: their free blocks must be parked), and
+    /// pages wholly past the carved blocks (`untouched`: nothing lives there; carving will
+    /// fault them in again). Never page 0. Empty for a pool of more than
+    /// [`MAX_PARKED_PAGES`] pages, and for one of one page.
+    pub(crate) fn free_pages(self, pool_size: usize) -> Result<(u16, u16), String> {
+        let pages = pool_size / PARK_PAGE;
+        if !(2..=MAX_PARKED_PAGES).contains(&pages) {
+            return Ok((0, 0));
+        }
+        let size = block_size(self.class());
+        let carved = self.carved();
+        // Which carved blocks are free: at most a 64 KiB pool of 16-byte blocks.
+        let mut free = [0u64; (MAX_PARKED_PAGES * PARK_PAGE / ALIGNMENT).div_ceil(64)];
+        for block in self.free_blocks() {
+            let offset = block?.as_ptr().addr() - self.addr().as_ptr().addr();
+            let index = (offset - POOL_OVERHEAD) / size;
+            free[index / 64] |= 1 << (index % 64);
+        }
+        let mut pinned: u16 = 1; // the header's page
+        for index in 0..carved {
+            if free[index / 64] & (1 << (index % 64)) == 0 {
+                let offset = POOL_OVERHEAD + index * size;
+                for p in offset / PARK_PAGE..=(offset + size - 1) / PARK_PAGE {
+                    pinned |= 1 << p;
+                }
+            }
+        }
+        // The carved region ends at the next block to carve, or at the pool's end once every
+        // block is carved (the tail after the last block is never used).
+        let next_offset = POOL_OVERHEAD + carved * size;
+        let carved_end = if next_offset + size > pool_size {
+            pool_size
+        } else {
+            next_offset
+        };
+        let (mut park, mut untouched) = (0u16, 0u16);
+        for p in 1..pages {
+            let (start, end) = (p * PARK_PAGE, (p + 1) * PARK_PAGE);
+            if pinned & (1 << p) != 0 || self.parked() & (1 << p) != 0 {
+                continue;
+            }
+            if end <= carved_end {
+                park |= 1 << p;
+            } else if start >= next_offset {
+                untouched |= 1 << p;
+            }
+        }
+        Ok((park, untouched))
+    }
+
+    /// Parks `pages` (found by [`free_pages`](Self::free_pages), and purged by the caller
+    /// afterwards): takes every free block overlapping them off the free list.
+    ///
+    /// # Safety
+    ///
+    /// The pool is in use, ours alone; no live block overlaps `pages`, which lie in the carved
+    /// region and exclude page 0.
+    pub(crate) unsafe fn park(self, pages: u16) {
+        debug_assert_eq!(pages & 1, 0, "page 0 holds the header");
+        let h = self.header();
+        let size = block_size(self.class());
+        let base = self.addr().as_ptr().addr();
+        // SAFETY: the caller's contract; the free list's blocks hold their links.
+        unsafe {
+            let parked = (*h).parked | pages;
+            // Rebuild the list in its order, without the blocks that overlap a parked page.
+            let mut kept: *mut u8 = ptr::null_mut();
+            let mut tail: *mut u8 = ptr::null_mut();
+            let mut at = (*h).freeblock;
+            while !at.is_null() {
+                let next = link::read(at);
+                if !Self::overlaps(at.addr() - base, size, parked) {
+                    if tail.is_null() {
+                        kept = at;
+                    } else {
+                        link::write(tail, at);
+                    }
+                    tail = at;
+                }
+                at = next;
+            }
+            if !tail.is_null() {
+                link::write(tail, ptr::null_mut());
+            }
+            (*h).freeblock = kept;
+            (*h).parked = parked;
+        }
+    }
+
+    /// The pool's free list and uncarved blocks ran out: takes back parked pages, lowest first,
+    /// until one gives a block to the free list. Returns whether one did (`false`: nothing is
+    /// parked, the pool is full).
+    ///
+    /// # Safety
+    ///
+    /// The pool is in use, ours alone, its free list empty and nothing left to carve.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn unpark(self, fill: Fill) -> bool {
+        let h = self.header();
+        let size = block_size(self.class());
+        let carved = self.carved();
+        // SAFETY: the caller's contract; the blocks pushed are carved, free, and overlap no
+        // page still parked, so they are ours to link.
+        unsafe {
+            debug_assert!((*h).freeblock.is_null());
+            while (*h).parked != 0 {
+                let page = (*h).parked.trailing_zeros() as usize;
+                (*h).parked &= !(1 << page);
+                let parked = (*h).parked;
+                let start = (page * PARK_PAGE)
+                    .saturating_sub(size - 1)
+                    .max(POOL_OVERHEAD);
+                let first = (start - POOL_OVERHEAD).div_ceil(size);
+                // Highest address first, so that the list hands them out in address order.
+                for index in (first..carved).rev() {
+                    let offset = POOL_OVERHEAD + index * size;
+                    if offset >= (page + 1) * PARK_PAGE {
+                        continue;
+                    }
+                    if Self::overlaps(offset, size, parked) {
+                        continue;
+                    }
+                    let block = h.cast::<u8>().add(offset);
+                    valgrind::make_undefined(block, size);
+                    fill.apply(block, size);
+                    link::write(block, (*h).freeblock);
+                    valgrind::make_noaccess(block, size);
+                    (*h).freeblock = block;
+                }
+                if !(*h).freeblock.is_null() {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
+    /// Carved blocks that overlap a parked page.
+    pub(crate) fn parked_blocks(self) -> usize {
+        let parked = self.parked();
+        if parked == 0 {
+            return 0;
+        }
+        let size = block_size(self.class());
+        (0..self.carved())
+            .filter(|i| Self::overlaps(POOL_OVERHEAD + i * size, size, parked))
+            .count()
+    }
+
     /// Every carved block that is free, following the free list. Stops (with an error) at the
     /// first link that is not a carved block of this pool, or after more links than carved
     /// blocks (a cycle).
@@ -568,8 +761,9 @@ impl Pool {
             .free_blocks()
             .map(|b| b.map(|b| b.as_ptr().addr()))
             .collect::<Result<std::collections::HashSet<_>, _>>()?;
-        let size = block_size(self.class());
+        let (size, parked) = (block_size(self.class()), self.parked());
         Ok((0..self.carved())
+            .filter(|i| !Self::overlaps(POOL_OVERHEAD + i * size, size, parked))
             .map(|i| {
                 // SAFETY: carved blocks lie inside the pool.
                 unsafe { self.addr().add(POOL_OVERHEAD + i * size) }
@@ -605,14 +799,24 @@ impl Pool {
         }
         let mut free = 0;
         for block in self.free_blocks() {
-            block?;
+            let offset = block?.as_ptr().addr() - self.addr().as_ptr().addr();
+            if Self::overlaps(offset, block_size(class), h.parked) {
+                return Err(format!(
+                    "pool {:p}: free block at offset {offset} lies in a parked page",
+                    self.0
+                ));
+            }
             free += 1;
         }
-        if free + live != carved {
+        let parked = self.parked_blocks();
+        if free + live + parked != carved {
             return Err(format!(
-                "pool {:p}: {free} free + {live} live != {carved} carved",
+                "pool {:p}: {free} free + {live} live + {parked} parked != {carved} carved",
                 self.0
             ));
+        }
+        if h.parked & 1 != 0 {
+            return Err(format!("pool {:p}: its header's page is parked", self.0));
         }
         Ok(())
     }
@@ -649,6 +853,7 @@ static NO_POOL: NoPool = NoPool {
     header: PoolHeader {
         refs: EMPTY_REFS,
         size_class: 0,
+        parked: 0,
         freeblock: (&raw const NO_POOL.link).cast_mut().cast(),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),

@@ -41,7 +41,7 @@ use crate::config::{HeapConfig, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use crate::fill::Fill;
 use crate::gate::Gate;
 use crate::os::SourceBox;
-use crate::pool::{Owner, Pool, PoolList, NO_OWNER};
+use crate::pool::{Owner, Pool, PoolList, NO_OWNER, PARK_PAGE};
 use crate::remote::Mailbox;
 use crate::size_class::{block_size, class_of, is_small};
 use crate::sys::{self, System};
@@ -266,6 +266,7 @@ impl RawHeap {
                 config.pool_size,
                 config.arena_size,
                 config.empty_arenas_kept,
+                config.release,
                 source,
             ),
             large_bytes: 0,
@@ -436,10 +437,18 @@ impl RawHeap {
         let (block, ran_dry) = unsafe { pool.pop_free_uncounted() };
         // SAFETY: `class` is below NUM_SIZE_CLASSES (as above).
         let last = unsafe { *self.last_carve.get_unchecked(class) };
-        // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool size
-        // less the class's block size.
-        if !ran_dry || unsafe { pool.carve_next_until(last, block_size(class)) } {
+        if !ran_dry
+            // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool
+            // size less the class's block size.
+            || unsafe { pool.carve_next_until(last, block_size(class)) }
+        {
             pool.count_one();
+        } else if pool.parked() != 0 {
+            // Out of line, and in tail position: a call in the middle of this path would make
+            // every allocation save registers and keep a stack frame.
+            // SAFETY: `block` was just popped (uncounted) from `pool`, the head of `class`'s
+            // list, whose free list is empty and which has nothing left to carve.
+            return Some(unsafe { self.ran_out_parked(block, pool.addr(), class) });
         } else {
             // `retire` inline, so this path makes no call at all (and needs no stack frame): a
             // program that fills pools pays for it often (CPython's `go`, 110,000 times a run).
@@ -453,6 +462,41 @@ impl RawHeap {
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
         Some(block)
+    }
+
+    /// The size-less allocation fast path's pool ran out of free and uncarved blocks but has
+    /// parked pages: takes them back (or, if none gives a block, retires the pool) and counts
+    /// `block`, which it returns. `extern "C"`, so that nothing unwinds through it and the
+    /// fast path's call is a tail jump.
+    ///
+    /// # Safety
+    ///
+    /// `block` was just popped from `pool` by `pop_free_uncounted` and not counted; `pool` is
+    /// the head of `class`'s list, its free list empty and nothing left to carve.
+    #[cold]
+    #[inline(never)]
+    unsafe extern "C" fn ran_out_parked(
+        &mut self,
+        block: NonNull<u8>,
+        pool: NonNull<u8>,
+        class: usize,
+    ) -> NonNull<u8> {
+        // SAFETY: the caller's contract: a pool in use of this heap.
+        let pool = unsafe { Pool::from_addr(pool) };
+        // SAFETY: the caller's contract; `unpark` does not read the count.
+        if unsafe { pool.unpark(Fill::Nothing) } {
+            pool.count_one();
+        } else {
+            pool.count_one_and_mark_full();
+            // SAFETY: `pool` is the head of `class`'s used list.
+            unsafe { self.pools[class].remove_head(pool) };
+            if self.pools.cached == Some(pool) {
+                self.pools.cached = None;
+                self.arenas.take_back_spare();
+            }
+        }
+        valgrind::malloclike(block.as_ptr(), block_size(class), false);
+        block
     }
 
     /// Frees `ptr` if it is a pool block of this heap: the push, and when the pool was full its
@@ -502,6 +546,10 @@ impl RawHeap {
     #[cold]
     #[inline(never)]
     fn retire(&mut self, pool: Pool, class: usize) {
+        // SAFETY: the pool ran dry with nothing left to carve; ours alone.
+        if pool.parked() != 0 && unsafe { pool.unpark(self.fill) } {
+            return;
+        }
         // SAFETY: `pool` is the head of `class`'s used list.
         unsafe { self.pools[class].remove(pool) };
         pool.mark_full();
@@ -823,6 +871,8 @@ impl RawHeap {
         gate: &Gate,
     ) -> Result<NonNull<[u8]>, AllocError> {
         debug_assert!(layout.size() != 0);
+        // A slow path of the heap's own: the release policy's decay may be due.
+        self.arenas.tend(gate);
         if !self.make_room(layout.size(), gate) {
             return Err(AllocError);
         }
@@ -942,8 +992,51 @@ impl RawHeap {
     pub(crate) fn trim(&mut self, gate: &Gate) -> (usize, usize) {
         let before = self.arenas.reclaimed();
         self.flush_cached_pool(gate);
-        let purged = self.arenas.purge_free_pools(gate);
+        let purged = self.arenas.settle(None, gate) + self.purge_used_pools(gate);
         ((self.arenas.reclaimed() - before) as usize, purged)
+    }
+
+    /// Hands back the pages of pools in use that no live block needs (see the pool module's
+    /// "Parked pages"): scattered survivors then pin their own pages, not whole pools. Not in
+    /// debug mode, whose freed blocks must keep their pattern. Returns the bytes purged.
+    fn purge_used_pools(&mut self, gate: &Gate) -> usize {
+        if self.fill != Fill::Nothing {
+            return 0;
+        }
+        let pool_size = self.arenas.pool_size();
+        let pools = self.arenas.current() * self.arenas.pools_per_arena();
+        let mut purged = 0;
+        for class in 0..NUM_SIZE_CLASSES {
+            for pool in self.pools[class].iter(pools) {
+                // A broken list or free list: `check` reports it; leave the pools be.
+                let Ok(pool) = pool else { break };
+                let Ok((park, untouched)) = pool.free_pages(pool_size) else {
+                    continue;
+                };
+                // Parked first: the purge zeroes the links of the free blocks in those pages.
+                // SAFETY: a pool in use of this heap; `free_pages` found no live block in
+                // `park`, carved pages other than page 0.
+                unsafe { pool.park(park) };
+                let mut pages = park | untouched;
+                while pages != 0 {
+                    // One call per run of adjacent pages.
+                    let first = pages.trailing_zeros();
+                    let run = (pages >> first).trailing_ones();
+                    pages &= !(((1u32 << run) - 1) << first) as u16;
+                    // SAFETY: the run lies inside the pool.
+                    let start = unsafe { pool.addr().add(first as usize * PARK_PAGE) };
+                    let len = run as usize * PARK_PAGE;
+                    // SAFETY: parked or never carved: nothing there is read before written.
+                    if unsafe {
+                        self.arenas
+                            .purge_in_pool(pool.arena_index(), start, len, gate)
+                    } {
+                        purged += len;
+                    }
+                }
+            }
+        }
+        purged
     }
 
     /// Whether `pool` is the cached empty pool.

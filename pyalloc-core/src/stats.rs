@@ -93,6 +93,19 @@ pub struct ArenaOccupancy {
     pub index: usize,
     /// Each pool's state, pool 0 first.
     pub pools: Vec<PoolState>,
+    /// Bytes of this arena handed back to the OS (`madvise`) since it was mapped, by `trim`
+    /// or the release policy's decay.
+    pub purged_bytes: u64,
+}
+
+impl ArenaOccupancy {
+    /// Pools kept for reuse with their pages resident (free, not purged).
+    pub fn retained_pools(&self) -> usize {
+        self.pools
+            .iter()
+            .filter(|p| matches!(p, PoolState::Unused))
+            .count()
+    }
 }
 
 /// Fragmentation as a picture: one row per arena mapped, one character per pool
@@ -145,12 +158,13 @@ impl fmt::Display for Occupancy {
                 |kind: fn(&PoolState) -> bool| arena.pools.iter().filter(|p| kind(p)).count();
             writeln!(
                 f,
-                "arena {:>4} |{row}| {} used ({} full), {} unused, {} purged",
+                "arena {:>4} |{row}| {} used ({} full), {} unused, {} purged ({} KiB in all)",
                 arena.index,
                 count(|p| matches!(p, PoolState::Used { .. } | PoolState::Full { .. })),
                 count(|p| matches!(p, PoolState::Full { .. })),
                 count(|p| matches!(p, PoolState::Unused)),
                 count(|p| matches!(p, PoolState::Purged)),
+                arena.purged_bytes >> 10,
             )?;
         }
         Ok(())
@@ -174,6 +188,8 @@ pub struct Stats {
     large_bytes: usize,
     quarantined: (usize, usize),
     arena_map: (usize, usize),
+    retained_bytes: usize,
+    purged_bytes: u64,
     free_lists: Vec<FreeListLine>,
     occupancy: Occupancy,
 }
@@ -200,6 +216,7 @@ impl Stats {
                 occupancy.arenas.push(ArenaOccupancy {
                     index: entry.arena_index as usize,
                     pools: Vec::with_capacity(arenas.pools_per_arena()),
+                    purged_bytes: arenas.purged_in(entry.arena_index),
                 });
             }
             let state = match entry.slot {
@@ -270,6 +287,8 @@ impl Stats {
             large_bytes: large_bytes - quarantined.1,
             quarantined,
             arena_map: (arenas.map().bytes(), arenas.map().leaves()),
+            retained_bytes: arenas.retained_bytes(),
+            purged_bytes: arenas.purged_bytes(),
             free_lists,
             occupancy,
         }
@@ -391,6 +410,18 @@ impl Stats {
         self.arena_map
     }
 
+    /// Bytes of free pools kept for reuse with their pages resident: what the release policy
+    /// (or [`Heap::trim`](crate::Heap::trim)) may still purge. Part of the unused pools' bytes.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// Bytes handed back to the OS with `madvise` since the heap was made (by `trim` and by the
+    /// release policy's decay), arenas since unmapped included.
+    pub fn purged_bytes(&self) -> u64 {
+        self.purged_bytes
+    }
+
     /// Debug mode: freed large blocks held back in the quarantine (see [`Heap`](crate::Heap)'s
     /// "Debug mode"), and the system bytes they hold.
     pub fn quarantined(&self) -> (usize, usize) {
@@ -500,6 +531,11 @@ impl fmt::Display for Stats {
         lines.push(
             format!("# bytes in arena map ({} leaves)", self.arena_map.1),
             self.arena_map.0,
+        );
+        lines.push("# bytes retained in unused pools", self.retained_bytes);
+        lines.push(
+            "# bytes purged (madvise), in all",
+            self.purged_bytes as usize,
         );
         if self.quarantined.0 > 0 {
             lines.push(

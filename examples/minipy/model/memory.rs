@@ -365,6 +365,7 @@ impl FreeListSnapshot {
                 misses: now.misses - then.misses,
                 pushes: now.pushes - then.pushes,
                 overflows: now.overflows - then.overflows,
+                idle_drains: now.idle_drains - then.idle_drains,
             }
         }
         FreeListSnapshot {

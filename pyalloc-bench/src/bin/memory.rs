@@ -12,21 +12,42 @@
 //! before and after the allocator's release call (`trim()`, `malloc_trim(0)`,
 //! `mi_collect(true)`, jemalloc's purge; pymalloc and bumpalo have none).
 //!
+//! `after-decay` asks what a program gets back without asking: it frees all the blocks at
+//! random, then goes on allocating lightly for one second of wall time (a sliding window of
+//! 4096 live blocks of random sizes 16–512 B, 64 of them replaced every millisecond, sleeping
+//! in between), and records the RSS then, with no release call; the "with" figure is after a
+//! release call made afterwards. The RSS right after the frees, the window's own payload, the
+//! rounds of replacement done in the second and the `LazyFree` bytes then
+//! (`/proc/self/smaps_rollup`: pages given back with `MADV_FREE`, still counted in the RSS
+//! until the kernel needs them) are printed below the table and are the CSV's last columns. pyalloc's decay
+//! (`PYALLOC_RELEASE`, or a `pyalloc:POLICY` peer) runs on its slow paths only; the window
+//! turns pools over, so they happen.
+//!
 //! The table is also drawn as a bar chart, written to `--svg PATH` (by default
 //! `target/charts/memory.svg`): peak RSS over the payload per allocator, and the RSS left
 //! after the frees and after the release call per scenario and allocator.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
 
 use pyalloc_bench::chart::{self, Chart, Panel};
 use pyalloc_bench::rng::{permutation, seeded};
-use pyalloc_bench::rss::rss_bytes;
+use pyalloc_bench::rss::{lazy_free_bytes, rss_bytes};
 use pyalloc_bench::workloads::layout;
 use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, PeerVisitor};
 
 const BLOCKS: usize = 1_000_000;
 const SIZE: usize = 64;
+
+/// `after-decay`: how long the program goes on allocating lightly after the frees.
+const LIGHT_TIME: Duration = Duration::from_secs(1);
+/// `after-decay`: live blocks in the light allocation's sliding window.
+const WINDOW: usize = 4096;
+/// `after-decay`: blocks of the window replaced per round (a round a millisecond).
+const WINDOW_TURN: usize = 64;
+/// `after-decay`: the window's block sizes, uniform.
+const WINDOW_SIZES: core::ops::RangeInclusive<usize> = 16..=512;
 
 /// The frees after the peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,14 +56,16 @@ enum Scenario {
     AllRandom,
     AllInOrder,
     Survivors,
+    AfterDecay,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::Free90,
         Scenario::AllRandom,
         Scenario::AllInOrder,
         Scenario::Survivors,
+        Scenario::AfterDecay,
     ];
 
     fn key(self) -> &'static str {
@@ -51,6 +74,7 @@ impl Scenario {
             Scenario::AllRandom => "all-random",
             Scenario::AllInOrder => "all-in-order",
             Scenario::Survivors => "survivors",
+            Scenario::AfterDecay => "after-decay",
         }
     }
 
@@ -60,6 +84,7 @@ impl Scenario {
             Scenario::AllRandom => "all freed at random",
             Scenario::AllInOrder => "all freed in allocation order",
             Scenario::Survivors => "1 in 1000 survives",
+            Scenario::AfterDecay => "all freed at random, then 1 s of light allocation",
         }
     }
 
@@ -72,7 +97,7 @@ impl Scenario {
                 order.truncate(BLOCKS * 9 / 10);
                 order
             }
-            Scenario::AllRandom => permutation(&mut rng, BLOCKS),
+            Scenario::AllRandom | Scenario::AfterDecay => permutation(&mut rng, BLOCKS),
             Scenario::AllInOrder => (0..BLOCKS).collect(),
             Scenario::Survivors => {
                 let mut order: Vec<usize> = (0..BLOCKS).filter(|i| i % 1000 != 999).collect();
@@ -87,8 +112,80 @@ impl Scenario {
 #[derive(Clone, Copy, Debug, Default)]
 struct Figures {
     peak: usize,
+    /// After the frees (`after-decay`: and the second of light allocation).
     after_free: usize,
     after_release: usize,
+    /// `after-decay` only.
+    light: Option<Light>,
+}
+
+/// What `after-decay` measured besides [`Figures`]' columns.
+#[derive(Clone, Copy, Debug, Default)]
+struct Light {
+    /// RSS above the baseline right after the frees.
+    before: usize,
+    /// Rounds of the window done in the second.
+    rounds: usize,
+    /// `LazyFree` after the second (pages given back with `MADV_FREE`, still in the RSS).
+    lazy_free: usize,
+}
+
+/// `after-decay`'s light allocation: a window of [`WINDOW`] live blocks of random sizes, of
+/// which [`WINDOW_TURN`] are replaced each round, a round each millisecond (a sleep in
+/// between), until [`LIGHT_TIME`] has passed. Its bookkeeping is made before the baseline.
+struct Window {
+    blocks: Vec<(*mut u8, core::alloc::Layout)>,
+    rng: fastrand::Rng,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            blocks: vec![(core::ptr::dangling_mut::<u8>(), layout(16)); WINDOW],
+            rng: seeded(0xDECA),
+        }
+    }
+
+    fn fill<P: Peer>(&mut self, peer: &P, at: usize) {
+        let l = layout(self.rng.usize(WINDOW_SIZES));
+        // SAFETY: `l` is not zero-sized; the block is freed once, by `replace` or `clear`.
+        let p = unsafe { peer.alloc(l) };
+        assert!(!p.is_null(), "out of memory");
+        // SAFETY: `p` is a fresh block of `l.size()` bytes.
+        unsafe {
+            p.write_volatile(at as u8);
+            p.add(l.size() - 1).write_volatile(at as u8);
+        }
+        self.blocks[at] = (p, l);
+    }
+
+    /// Runs the second; returns the rounds done.
+    fn run<P: Peer>(&mut self, peer: &P) -> usize {
+        let start = Instant::now();
+        for at in 0..WINDOW {
+            self.fill(peer, at);
+        }
+        let mut rounds = 0;
+        while start.elapsed() < LIGHT_TIME {
+            for _ in 0..WINDOW_TURN {
+                let at = self.rng.usize(..WINDOW);
+                let (p, l) = self.blocks[at];
+                // SAFETY: every slot holds a live block of this peer (filled above).
+                unsafe { peer.free(p, l) };
+                self.fill(peer, at);
+            }
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rounds
+    }
+
+    fn clear<P: Peer>(&mut self, peer: &P) {
+        for &(p, l) in &self.blocks {
+            // SAFETY: each slot holds a live block of this peer, freed once here.
+            unsafe { peer.free(p, l) };
+        }
+    }
 }
 
 /// The child's work on one peer.
@@ -102,6 +199,7 @@ impl PeerVisitor for Child {
         let frees = self.0.frees();
         let mut live = vec![1u8; BLOCKS];
         let mut ptrs = vec![core::ptr::dangling_mut::<u8>(); BLOCKS];
+        let mut window = (self.0 == Scenario::AfterDecay).then(Window::new);
         let l = layout(SIZE);
         let baseline = rss_bytes();
         for (i, p) in ptrs.iter_mut().enumerate() {
@@ -118,9 +216,23 @@ impl PeerVisitor for Child {
             unsafe { peer.free(ptrs[i], l) };
             live[i] = 0;
         }
-        let after_free = rss_bytes().saturating_sub(baseline);
+        let mut after_free = rss_bytes().saturating_sub(baseline);
+        let mut light = None;
+        if let Some(window) = &mut window {
+            let rounds = window.run(peer);
+            let before = after_free;
+            after_free = rss_bytes().saturating_sub(baseline);
+            light = Some(Light {
+                before,
+                rounds,
+                lazy_free: lazy_free_bytes(),
+            });
+        }
         peer.release();
         let after_release = rss_bytes().saturating_sub(baseline);
+        if let Some(window) = &mut window {
+            window.clear(peer);
+        }
         for (i, &p) in ptrs.iter().enumerate() {
             if live[i] != 0 {
                 // SAFETY: a survivor is live and freed once, here.
@@ -131,6 +243,7 @@ impl PeerVisitor for Child {
             peak,
             after_free,
             after_release,
+            light,
         }
     }
 }
@@ -145,7 +258,11 @@ fn child(peer: &str, scenario: &str) -> ExitCode {
     };
     match with_peer(kind, Child(scenario)) {
         Some(f) => {
-            println!("{} {} {}", f.peak, f.after_free, f.after_release);
+            print!("{} {} {}", f.peak, f.after_free, f.after_release);
+            if let Some(l) = f.light {
+                print!(" {} {} {}", l.before, l.rounds, l.lazy_free);
+            }
+            println!();
             ExitCode::SUCCESS
         }
         None => {
@@ -174,6 +291,17 @@ fn run_child(kind: PeerKind, scenario: Scenario) -> Result<Figures, String> {
             peak,
             after_free,
             after_release,
+            light: None,
+        }),
+        (true, &[peak, after_free, after_release, before, rounds, lazy_free]) => Ok(Figures {
+            peak,
+            after_free,
+            after_release,
+            light: Some(Light {
+                before,
+                rounds,
+                lazy_free,
+            }),
         }),
         _ => Err(format!(
             "child {} {} failed ({}): {}{}",
@@ -233,11 +361,26 @@ fn main() -> ExitCode {
     }
     let pct = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
     if csv {
-        println!("allocator,peak_rss_per_payload,scenario,rss_after_free_pct_of_peak,rss_after_release_pct_of_peak");
+        println!(
+            "allocator,peak_rss_per_payload,scenario,rss_after_free_pct_of_peak,\
+             rss_after_release_pct_of_peak,rss_before_light_pct_of_peak,light_rounds,\
+             lazy_free_after_light_pct_of_peak"
+        );
         for (kind, figures) in &rows {
             for (scenario, f) in Scenario::ALL.iter().zip(figures) {
+                let light = f.light.map_or_else(
+                    || ",,".to_owned(),
+                    |l| {
+                        format!(
+                            "{:.1},{},{:.1}",
+                            pct(l.before, f.peak),
+                            l.rounds,
+                            pct(l.lazy_free, f.peak)
+                        )
+                    },
+                );
                 println!(
-                    "{},{:.3},{},{:.1},{:.1}",
+                    "{},{:.3},{},{:.1},{:.1},{light}",
                     kind.key(),
                     f.peak as f64 / payload,
                     scenario.key(),
@@ -294,6 +437,31 @@ fn print_table(rows: &[(PeerKind, Vec<Figures>)]) {
     println!();
     for s in Scenario::ALL {
         println!("{:>14}: {}", s.key(), s.title());
+    }
+    // The window's mean payload: sizes uniform over WINDOW_SIZES.
+    let window = WINDOW as f64 * (*WINDOW_SIZES.start() + *WINDOW_SIZES.end()) as f64 / 2.0;
+    println!(
+        "\nafter-decay: RSS right after the frees -> after {:.0} s of light allocation (no \
+         release call) -> after a release call; the window holds about {:.2} MB ({:.1}% of \
+         the payload)",
+        LIGHT_TIME.as_secs_f64(),
+        window / 1e6,
+        100.0 * window / payload
+    );
+    for (kind, figures) in rows {
+        for f in figures {
+            let Some(l) = f.light else { continue };
+            println!(
+                "  {:<28} {:>6.1}% -> {:>6.1}% -> {:>6.1}%   ({} rounds of {WINDOW_TURN}; \
+                 LazyFree {:.1}% of the peak)",
+                kind.label(),
+                pct(l.before, f.peak),
+                pct(f.after_free, f.peak),
+                pct(f.after_release, f.peak),
+                l.rounds,
+                pct(l.lazy_free, f.peak)
+            );
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 //! a program using it as its `#[global_allocator]` calls it. `loop` runs the pair
 //! loop on a peer that does nothing (returns one static block): the harness's own cost.
 //! `callgrind.sh` runs this for N and 2N and divides the difference by N, so start-up
-//! (CPython's initialisation included) cancels out.
+//! (CPython's initialisation included) cancels out. `PYALLOC_RELEASE` sets the release policy
+//! of the `pyalloc` and `pyalloc-pooled` heaps (`pyalloc_bench::peers`); `pyalloc:POLICY`
+//! names one as a peer.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -22,6 +24,7 @@ use std::process::ExitCode;
 use core::alloc::GlobalAlloc;
 use core::alloc::Layout;
 use pyalloc::{Global, Heap, PoolBox, Pooled};
+use pyalloc_bench::peers::pyalloc_config;
 use pyalloc_bench::workloads::{layout, pairs, PairHeap};
 
 use pyalloc_bench::{with_peer, BareLifo, Obj32, Peer, PeerKind, PeerVisitor};
@@ -36,7 +39,7 @@ impl PeerVisitor for Pairs {
 }
 
 fn pooled(n: u64) {
-    let heap = Heap::new();
+    let heap = Heap::with_config(pyalloc_config()).expect("the default geometry is valid");
     for i in 0..n {
         drop(black_box(Pooled::new_in(Obj32([i; 4]), &heap)));
     }

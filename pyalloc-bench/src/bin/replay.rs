@@ -1,7 +1,7 @@
 //! W5: replays CPython allocation traces on every peer and prints the median ns per event.
 //!
 //! ```text
-//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--warmup N] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
+//! cargo run --release -p pyalloc-bench --bin replay -- [--runs N] [--warmup N] [--keep-peer] [--peers a,b,..] [--csv] [--svg PATH] [TRACE...]
 //! ```
 //!
 //! Each trace is read wholly into memory before any timing. Runs interleave the peers (run 1:
@@ -15,6 +15,10 @@
 //! of a timed replay. `--clock cpu` times the replay loop by the thread's CPU time
 //! (`CLOCK_THREAD_CPUTIME_ID`, user and system, so page faults count) instead of the wall
 //! clock: on a shared machine it leaves out the time the thread waited for a core.
+//! `--keep-peer` runs the warm-up replays and the timed one on one peer instead of a fresh
+//! peer each: pyalloc's heap then starts the timed replay with what the warm-up left it, as a
+//! running program's heap would (what its release policy kept, `PYALLOC_RELEASE` or a
+//! `pyalloc:POLICY` peer), where a fresh heap faults in every page it touches.
 //!
 //! Peers: the keys of `PeerKind::ALL`, and `cabi:NAME=PATH`, any malloc-compatible shared
 //! library called through `malloc`/`calloc`/`realloc`/`free` function pointers
@@ -43,6 +47,7 @@ use pyalloc_bench::{available_peers, parse_peers, with_peer, Peer, PeerKind, Pee
 struct Args {
     runs: usize,
     warmup: usize,
+    keep_peer: bool,
     cpu: bool,
     peers: Vec<PeerKind>,
     csv: bool,
@@ -50,13 +55,15 @@ struct Args {
     traces: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: replay [--runs N] [--warmup N] [--clock wall|cpu] [--peers a,b,..] \
+const USAGE: &str = "usage: replay [--runs N] [--warmup N] [--keep-peer] [--clock wall|cpu] \
+                     [--peers a,b,..] \
                      [--add-peers a,b,..] \
                      [--csv] [--svg PATH] [TRACE...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut runs = 5;
     let mut warmup = 1;
+    let mut keep_peer = false;
     let mut cpu = false;
     let mut added = Vec::new();
     let mut peers = None;
@@ -79,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--warmup takes a number")?;
             }
+            "--keep-peer" => keep_peer = true,
             "--clock" => {
                 cpu = match args.next().as_deref() {
                     Some("wall") => false,
@@ -115,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         runs,
         warmup,
+        keep_peer,
         cpu,
         peers,
         csv,
@@ -123,12 +132,15 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// Replays one trace on a fresh peer.
-struct Replay<'t>(&'t Trace);
+/// Replays one trace `1 + warm-ups` times on one fresh peer; the last replay's figures.
+struct Replay<'t>(&'t Trace, usize);
 
 impl PeerVisitor for Replay<'_> {
     type Output = Result<Measured, ReplayError>;
     fn visit<P: Peer>(self, peer: &P) -> Self::Output {
+        for _ in 0..self.1 {
+            replay_counted(peer, self.0)?;
+        }
         replay_counted(peer, self.0)
     }
 }
@@ -165,9 +177,16 @@ fn main() -> ExitCode {
             for k in 0..peers.len() {
                 // Run `run` starts `run` peers along the list.
                 let i = (run + k) % peers.len();
-                for pass in 0..=args.warmup {
-                    match with_peer(peers[i], Replay(trace)).expect("available peers only") {
-                        Ok(_) if pass < args.warmup => {}
+                // With `--keep-peer`, one peer for the warm-ups and the timed replay.
+                let (passes, warmups) = if args.keep_peer {
+                    (0..=0, args.warmup)
+                } else {
+                    (0..=args.warmup, 0)
+                };
+                for pass in passes.clone() {
+                    let replay = Replay(trace, warmups);
+                    match with_peer(peers[i], replay).expect("available peers only") {
+                        Ok(_) if pass < *passes.end() => {}
                         Ok(run) => {
                             let time = if args.cpu { run.cpu } else { run.elapsed };
                             times[i].push(time.as_secs_f64() * 1e9 / events);
@@ -203,12 +222,17 @@ fn main() -> ExitCode {
             }
         } else {
             println!(
-                "\n{}: {} events, {} runs after {} warm-up (median {} ns per event, \
+                "\n{}: {} events, {} runs after {} warm-up{} (median {} ns per event, \
                  fastest..slowest run, median minor page faults per run; ratio = peer / pyalloc)",
                 trace.name,
                 trace.events.len(),
                 args.runs,
                 args.warmup,
+                if args.keep_peer {
+                    " on the same peer"
+                } else {
+                    ""
+                },
                 if args.cpu { "thread CPU" } else { "wall" }
             );
             println!(
@@ -277,12 +301,17 @@ fn chart_of(args: &Args, peers: &[PeerKind], traces: &[Trace], table: &[Vec<f64>
     Chart {
         title: "Replay of CPython allocation traces".into(),
         notes: vec![format!(
-            "median of {} run{} per trace and allocator, each right after {} untimed one{}, each \
-             on a fresh allocator ({} clock); every block tagged and verified; lower is better",
+            "median of {} run{} per trace and allocator, each right after {} untimed one{}, {} \
+             ({} clock); every block tagged and verified; lower is better",
             args.runs,
             if args.runs == 1 { "" } else { "s" },
             args.warmup,
             if args.warmup == 1 { "" } else { "s" },
+            if args.keep_peer {
+                "on the same allocator (--keep-peer)"
+            } else {
+                "each on a fresh allocator"
+            },
             if args.cpu { "thread CPU time" } else { "wall" }
         )],
         series: peers.iter().map(|p| p.label().to_owned()).collect(),
