@@ -1104,10 +1104,12 @@ impl Heap {
     }
 
     /// The fast path of [`deallocate_unsized`](Self::deallocate_unsized) alone: frees `ptr` if
-    /// it is a block of this heap whose free needs no call (it is not its pool's last live
-    /// block), and returns whether it did. `false` (also for null, for a pool's last live
-    /// block, and for every pointer the heap does not own) changes nothing: the caller then calls `deallocate_unsized` (or
-    /// nothing, for null). The counterpart of [`try_allocate_unsized`](Self::try_allocate_unsized).
+    /// it is a block of this heap, and returns whether it did. Its common case (a push, and
+    /// the return of a full pool to its list) makes no call; a free that empties a pool other
+    /// than the cached one ends in a call that gives the pool back. `false` (for null, for
+    /// every pointer the heap does not own, in debug mode and for a call from inside the heap)
+    /// changes nothing: the caller then calls `deallocate_unsized` (or nothing, for null). The
+    /// counterpart of [`try_allocate_unsized`](Self::try_allocate_unsized).
     ///
     /// # Safety
     ///
@@ -1122,7 +1124,43 @@ impl Heap {
         // calls nothing and does not panic.
         let core = unsafe { self.core_fast() };
         // SAFETY: forwarded contract.
-        unsafe { core.raw.try_free_block_unsized(ptr) }
+        match unsafe { core.raw.try_free_block_unsized(ptr) } {
+            crate::raw::Freed::Done => true,
+            crate::raw::Freed::NotMine => false,
+            crate::raw::Freed::Finish(_) => {
+                // SAFETY: `ptr` was just pushed into its pool, which emptied.
+                unsafe { self.finish_free_unsized(ptr) };
+                true
+            }
+        }
+    }
+
+    /// The rest of a size-less free that emptied a pool other than the cached one: the pool is
+    /// cached or goes back to its arena. An `extern "C"` function, through which nothing
+    /// unwinds (a panic in it aborts; it has none outside debug assertions), so that the call
+    /// is a plain call, which in tail position is a jump: a call that may unwind is an `invoke`
+    /// whose landing pad keeps the caller's stack frame. It takes what a C allocator's `free`
+    /// was given, the heap and the pointer, in the registers they came in: that `free`, with
+    /// [`try_deallocate_unsized`](Self::try_deallocate_unsized) inlined, then needs no frame
+    /// and no register moves on any path.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was just freed by `try_free_block_unsized`, which returned `Finish`, and nothing
+    /// ran on the heap since.
+    #[cold]
+    #[inline(never)]
+    unsafe extern "C" fn finish_free_unsized(&self, ptr: *mut u8) {
+        // SAFETY: the caller's contract: the gate is still open (the fast path was taken and
+        // nothing ran since); `finish_free` calls out only through the gate and does not
+        // panic.
+        let core = unsafe { self.core_fast() };
+        // SAFETY: a free block of a pool in use of this heap, which it just emptied: its pool,
+        // and `finish_free`'s contract.
+        unsafe {
+            let pool = core.raw.pool_of(NonNull::new_unchecked(ptr));
+            core.raw.finish_free(pool, &self.gate);
+        }
     }
 
     /// # Safety

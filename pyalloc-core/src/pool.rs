@@ -182,14 +182,6 @@ impl Pool {
         }
     }
 
-    /// Whether exactly one block of the pool is live (so its free would empty the pool): one
-    /// compare of the count, kept less one (a full pool holds at least two blocks).
-    #[inline(always)]
-    pub(crate) fn has_one_live(self) -> bool {
-        // SAFETY: as in `class`.
-        unsafe { (*self.header()).refs == 0 }
-    }
-
     /// Whether the pool is marked full ([`mark_full`](Self::mark_full)).
     #[inline]
     pub(crate) fn is_marked_full(self) -> bool {
@@ -213,6 +205,24 @@ impl Pool {
     pub(crate) fn unmark_full(self) {
         // SAFETY: as in `class`.
         unsafe { (*self.header()).refs &= !FULL };
+    }
+
+    /// After a [`push_free`](Self::push_free) that needs attention: whether the pool emptied;
+    /// if it did not, it was full, and its full mark is cleared. The mask that clears the mark
+    /// tells the two apart (an empty pool's count is all ones, a full one's less), so the full
+    /// pool pays one compare over [`unmark_full`](Self::unmark_full) and the push keeps no
+    /// copy of the count it decremented.
+    #[inline(always)]
+    pub(crate) fn unmark_full_unless_emptied(self) -> bool {
+        // SAFETY: as in `class`.
+        unsafe {
+            let refs = (*self.header()).refs & !FULL;
+            if refs == EMPTY_REFS & !FULL {
+                return true;
+            }
+            (*self.header()).refs = refs;
+        }
+        false
     }
 
     /// The thread heap the pool belongs to ([`NO_OWNER`] for a plain heap).
@@ -393,6 +403,46 @@ impl Pool {
             (*h).freeblock = next;
             (NonNull::new_unchecked(block), next.is_null())
         }
+    }
+
+    /// [`pop_free`](Self::pop_free) without counting the block: the caller counts it with
+    /// [`count_one`](Self::count_one) or [`count_one_and_mark_full`](Self::count_one_and_mark_full)
+    /// on each of the paths that follow. So the path that returns at once increments the
+    /// count in memory, one instruction, instead of keeping it in a register for the path
+    /// that marks the pool full.
+    ///
+    /// # Safety
+    ///
+    /// The pool's free list is not empty; the caller counts the block before anything else
+    /// reads the count.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_free_uncounted(self) -> (NonNull<u8>, bool) {
+        let h = self.header();
+        // SAFETY: as in `pop_free`.
+        unsafe {
+            let block = (*h).freeblock;
+            debug_assert!(!block.is_null(), "pool {h:p} has no free block");
+            core::hint::assert_unchecked(!block.is_null());
+            let next = link::read(block);
+            (*h).freeblock = next;
+            (NonNull::new_unchecked(block), next.is_null())
+        }
+    }
+
+    /// Counts a block handed out by [`pop_free_uncounted`](Self::pop_free_uncounted).
+    #[inline(always)]
+    pub(crate) fn count_one(self) {
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs = (*self.header()).refs.wrapping_add(1) };
+    }
+
+    /// Counts a block handed out by [`pop_free_uncounted`](Self::pop_free_uncounted), which
+    /// was the pool's last: and marks the pool full ([`mark_full`](Self::mark_full)).
+    #[inline(always)]
+    pub(crate) fn count_one_and_mark_full(self) {
+        debug_assert!(self.first_free().is_null());
+        // SAFETY: as in `class`.
+        unsafe { (*self.header()).refs = (*self.header()).refs.wrapping_add(1) | FULL };
     }
 
     /// Pops the first free block only if another follows it: a pop that calls nothing, for
@@ -934,6 +984,31 @@ impl PoolList {
         }
     }
 
+    /// Takes the first pool out of the list: [`remove`](Self::remove) for a pool known to be
+    /// the head (no previous pool to relink), which leaves the pool's own links as they were:
+    /// a pool in no list is only ever listed again by [`push_front`](Self::push_front), which
+    /// writes both. For the size-less allocation fast path, where a pool that fills up leaves
+    /// its list.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is the first pool of this list.
+    #[inline(always)]
+    pub(crate) unsafe fn remove_head(&mut self, pool: Pool) {
+        let p = pool.header();
+        debug_assert_eq!(self.head, p, "pool {p:p} is not the head");
+        // SAFETY: `pool` and its successor are listed pools with valid headers.
+        unsafe {
+            let next = (*p).next;
+            if next.is_null() {
+                self.head = NO_POOL_HEAD;
+            } else {
+                (*next).prev = ptr::null_mut();
+                self.head = next;
+            }
+        }
+    }
+
     /// The pools of the list, head first; stops with an error at a wrong back link or after
     /// `limit` pools (a cycle).
     pub(crate) fn iter(&self, limit: usize) -> impl Iterator<Item = Result<Pool, String>> + '_ {
@@ -1008,6 +1083,39 @@ mod tests {
             assert_eq!(pool.first_free(), blocks[5].as_ptr());
         }
         assert_eq!(pool.live_blocks().unwrap().len(), 5);
+        pool.check(7, 4096).unwrap();
+    }
+
+    #[test]
+    fn a_push_that_needs_attention_tells_a_full_pool_from_an_empty_one() {
+        let mut buffer = Buffer([0; 4096]);
+        let (pool, first) = pool_in(&mut buffer, 31);
+        // SAFETY: blocks of this pool, each popped (or carved then popped) once, as the
+        // size-less fast path does, and pushed back once.
+        unsafe {
+            let mut blocks = vec![first];
+            loop {
+                let (block, ran_dry) = pool.pop_free_uncounted();
+                blocks.push(block);
+                if ran_dry && !pool.carve_next_until(4096 - 512, 512) {
+                    pool.count_one_and_mark_full();
+                    break;
+                }
+                pool.count_one();
+            }
+            assert_eq!(blocks.len(), 7);
+            assert!(pool.is_marked_full());
+            pool.check(7, 4096).unwrap();
+            assert!(pool.push_free(blocks[0]));
+            assert!(!pool.unmark_full_unless_emptied(), "was full");
+            assert!(!pool.is_marked_full());
+            for &block in &blocks[1..6] {
+                assert!(!pool.push_free(block));
+            }
+            assert!(pool.push_free(blocks[6]));
+            assert!(pool.unmark_full_unless_emptied(), "emptied");
+            assert_eq!(pool.ref_count(), 0);
+        }
         pool.check(7, 4096).unwrap();
     }
 

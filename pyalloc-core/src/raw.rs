@@ -433,22 +433,29 @@ impl RawHeap {
         );
         // SAFETY: as in `alloc_block`: every caller's class comes from a size of 1 to 512.
         let pool = unsafe { self.pools.lists.get_unchecked(class) }.head()?;
-        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
-        let (block, ran_dry) = unsafe { pool.pop_free() };
+        // SAFETY: a pool in a used-pool list has a free block (the used-state invariant); each
+        // path below counts the block first.
+        let (block, ran_dry) = unsafe { pool.pop_free_uncounted() };
         // SAFETY: `class` is below NUM_SIZE_CLASSES (as above).
         let last = unsafe { *self.last_carve.get_unchecked(class) };
-        if ran_dry
+        if !ran_dry
             // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool
             // size less the class's block size.
-            && !unsafe { pool.carve_next_until(last, block_size(class)) }
-            // SAFETY: the free list is empty and nothing is left to carve.
-            && !(pool.parked() != 0 && unsafe { pool.unpark(Fill::Nothing) })
+            || unsafe { pool.carve_next_until(last, block_size(class)) }
         {
+            pool.count_one();
+        } else if pool.parked() != 0 {
+            // Out of line, and in tail position: a call in the middle of this path would make
+            // every allocation save registers and keep a stack frame.
+            // SAFETY: `block` was just popped (uncounted) from `pool`, the head of `class`'s
+            // list, whose free list is empty and which has nothing left to carve.
+            return Some(unsafe { self.ran_out_parked(block, pool.addr(), class) });
+        } else {
             // `retire` inline, so this path makes no call at all (and needs no stack frame): a
             // program that fills pools pays for it often (CPython's `go`, 110,000 times a run).
+            pool.count_one_and_mark_full();
             // SAFETY: `pool` is the head of `class`'s used list.
-            unsafe { self.pools[class].remove(pool) };
-            pool.mark_full();
+            unsafe { self.pools[class].remove_head(pool) };
             if self.pools.cached == Some(pool) {
                 self.pools.cached = None;
                 self.arenas.take_back_spare();
@@ -458,42 +465,80 @@ impl RawHeap {
         Some(block)
     }
 
-    /// Frees `ptr` if it is a pool block of this heap and not its pool's last live one: the
-    /// push, and when the pool was full its return to the front of its class's list, all
-    /// inline, with no call. Returns whether it freed; `false` (null, a pointer the heap does
-    /// not own, or a pool's last live block, whose pool the slow path empties) changes nothing
-    /// and leaves the pointer to [`deallocate_unsized`](Self::deallocate_unsized). The
-    /// size-less fast path's free.
+    /// The size-less allocation fast path's pool ran out of free and uncarved blocks but has
+    /// parked pages: takes them back (or, if none gives a block, retires the pool) and counts
+    /// `block`, which it returns. `extern "C"`, so that nothing unwinds through it and the
+    /// fast path's call is a tail jump.
     ///
     /// # Safety
     ///
-    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; when this
-    /// returns `true` it is not used again.
-    #[inline(always)]
-    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> bool {
-        if !self.owns(ptr) {
-            return false;
+    /// `block` was just popped from `pool` by `pop_free_uncounted` and not counted; `pool` is
+    /// the head of `class`'s list, its free list empty and nothing left to carve.
+    #[cold]
+    #[inline(never)]
+    unsafe extern "C" fn ran_out_parked(
+        &mut self,
+        block: NonNull<u8>,
+        pool: NonNull<u8>,
+        class: usize,
+    ) -> NonNull<u8> {
+        // SAFETY: the caller's contract: a pool in use of this heap.
+        let pool = unsafe { Pool::from_addr(pool) };
+        // SAFETY: the caller's contract; `unpark` does not read the count.
+        if unsafe { pool.unpark(Fill::Nothing) } {
+            pool.count_one();
+        } else {
+            pool.count_one_and_mark_full();
+            // SAFETY: `pool` is the head of `class`'s used list.
+            unsafe { self.pools[class].remove_head(pool) };
+            if self.pools.cached == Some(pool) {
+                self.pools.cached = None;
+                self.arenas.take_back_spare();
+            }
         }
+        valgrind::malloclike(block.as_ptr(), block_size(class), false);
+        block
+    }
+
+    /// Frees `ptr` if it is a pool block of this heap: the push, and when the pool was full its
+    /// return to the front of its class's list, inline with no call. `Finish` when the pool
+    /// emptied and is not the cached pool: the caller then calls
+    /// [`finish_free`](Self::finish_free) (the rest of the free needs calls). `NotMine` (null,
+    /// or a pointer the heap does not own) changes nothing and leaves the pointer to
+    /// [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's free.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is null or as [`deallocate_unsized`](Self::deallocate_unsized)'s; unless this
+    /// returns `NotMine` it is not used again.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_block_unsized(&mut self, ptr: *mut u8) -> Freed {
+        if !self.owns(ptr) {
+            return Freed::NotMine;
+        }
+        // The block (its link written) and its pool header are reached through the arena's
+        // provenance, as in `UsedPools::push`.
         // SAFETY: an address in our arenas that the caller says is live: a pool block (of
         // this heap's, as the map says), non-null.
-        let block = unsafe { NonNull::new_unchecked(ptr) };
-        // SAFETY: as above.
-        let pool = unsafe { self.pool_of(block) };
-        if pool.has_one_live() {
-            return false;
-        }
-        // The link is written through the arena's provenance, as in `UsedPools::push`.
-        // SAFETY: a live block's address is non-null.
         let block: NonNull<u8> =
             unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.addr())) };
+        // SAFETY: as above.
+        let pool = unsafe { self.pool_of(block) };
         valgrind::freelike(block.as_ptr());
-        // SAFETY: a live block of `pool`, which nobody uses after this free; the pool keeps a
-        // live block, so a push that needs attention found it full.
+        // SAFETY: a live block of `pool`, which nobody uses after this free.
         if unsafe { pool.push_free(block) } {
-            // SAFETY: the pool was full, so in no list.
-            unsafe { self.pool_was_full(pool) };
+            if pool.unmark_full_unless_emptied() {
+                // The cached pool empties on every iteration of an alloc/free loop and stays
+                // where it is, with no call (as in `UsedPools::push`).
+                if self.pools.cached != Some(pool) {
+                    return Freed::Finish(pool);
+                }
+            } else {
+                // SAFETY: the pool was full, so in no list; its mark is cleared.
+                unsafe { self.relist(pool) };
+            }
         }
-        true
+        Freed::Done
     }
 
     /// The head pool of `class` is full: it leaves its class's list. If it was the cached
@@ -608,6 +653,19 @@ impl RawHeap {
     #[inline(always)]
     unsafe fn pool_was_full(&mut self, pool: Pool) {
         pool.unmark_full();
+        // SAFETY: the caller's contract.
+        unsafe { self.relist(pool) };
+    }
+
+    /// Puts a pool that was full, and is no longer marked so, at the front of its class's
+    /// list.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is a pool in use of this heap that is in no list and has a free block.
+    #[inline(always)]
+    unsafe fn relist(&mut self, pool: Pool) {
+        debug_assert!(!pool.is_marked_full() && !pool.first_free().is_null());
         // SAFETY: the caller's contract: in no list; a pool's class was set from a size of 1
         // to 512 bytes, so it is below NUM_SIZE_CLASSES (no bounds test, and no panic path on
         // the size-less free, which then needs no stack frame).
