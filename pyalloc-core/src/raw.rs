@@ -582,7 +582,15 @@ impl RawHeap {
         // every carved block.
         let (pool, block) = unsafe {
             let old = Pool::from_addr(taken.pool);
-            if taken.dirty && old.is_ready_for(class) {
+            if taken.dirty && self.fill == Fill::Nothing {
+                Pool::init_resident(
+                    taken.pool,
+                    class,
+                    taken.arena_index,
+                    self.owner_id(),
+                    self.arenas.pool_size(),
+                )
+            } else if taken.dirty && old.is_ready_for(class) {
                 (
                     old,
                     old.reuse(taken.arena_index, self.arenas.pool_size(), self.fill),
