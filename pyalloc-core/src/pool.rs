@@ -346,14 +346,23 @@ impl Pool {
         }
     }
 
-    /// Initialises a pool whose pages are resident (a dirty pool, taken again from its arena)
-    /// for `class`, with every block carved at once onto the free list in address order, and
-    /// hands out the first block. Its old free list (CPython reuses it as it is) runs in the
-    /// order its blocks were freed, scattered over the pool, so each allocation would read a
-    /// link from a line long out of the cache; the rebuilt list is read where it was just
+    /// How far into the pool its last user carved, rounded up to a whole page: the bytes of a
+    /// dirty pool (taken again from its arena, header intact) known to be resident.
+    pub(crate) fn resident_end(self, pool_size: usize) -> usize {
+        // SAFETY: as in `class`.
+        let next_offset = unsafe { (*self.header()).next_offset } as usize;
+        next_offset.next_multiple_of(PARK_PAGE).min(pool_size)
+    }
+
+    /// Initialises a dirty pool (taken again from its arena) for `class`, with every block
+    /// below `resident_end` (see [`resident_end`](Self::resident_end)) carved at once onto the
+    /// free list in address order, and hands out the first block; the rest of the pool is
+    /// carved lazily, as usual. The pool's old free list (CPython reuses it as it is) runs in
+    /// the order its blocks were freed, scattered over the pool, so each allocation would read
+    /// a link from a line long out of the cache; the rebuilt list is read where it was just
     /// written, in order (mimalloc extends a page's free list the same way). Costs a write of
-    /// each block's link, about 3 instructions a block, and never touches a page the pool had
-    /// not touched before, since the pool is resident (its parked pages fault back in).
+    /// each block's link, about 3 instructions a block, and touches no page the pool's last
+    /// user had not touched. `None` (nothing written) when fewer than two blocks fit.
     ///
     /// # Safety
     ///
@@ -364,9 +373,14 @@ impl Pool {
         arena_index: u32,
         owner: Owner,
         pool_size: usize,
-    ) -> (Pool, NonNull<u8>) {
+        resident_end: usize,
+    ) -> Option<(Pool, NonNull<u8>)> {
         let size = block_size(class);
-        let blocks = blocks_per_pool(pool_size, class);
+        let blocks = blocks_per_pool(pool_size, class)
+            .min(resident_end.saturating_sub(POOL_OVERHEAD) / size);
+        if blocks < 2 {
+            return None;
+        }
         let base = addr.as_ptr();
         // SAFETY: every block lies inside the pool, which the caller hands over whole; a pool
         // holds at least two blocks (the const_assert on MIN_POOL_SIZE).
@@ -392,7 +406,7 @@ impl Pool {
                 next_offset: (POOL_OVERHEAD + blocks * size) as u32,
                 owner,
             });
-            (Pool(addr.cast()), NonNull::new_unchecked(first))
+            Some((Pool(addr.cast()), NonNull::new_unchecked(first)))
         }
     }
 

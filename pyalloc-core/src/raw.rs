@@ -579,17 +579,24 @@ impl RawHeap {
         };
         // SAFETY: `take_pool` handed over a whole free pool of this heap. A dirty pool's header
         // is the one its last user left when it emptied: a valid header whose free list holds
-        // every carved block.
+        // every carved block, and whose `next_offset` says how far it touched the pool.
         let (pool, block) = unsafe {
             let old = Pool::from_addr(taken.pool);
-            if taken.dirty && self.fill == Fill::Nothing {
+            let pool_size = self.arenas.pool_size();
+            let resident = if taken.dirty && self.fill == Fill::Nothing {
                 Pool::init_resident(
                     taken.pool,
                     class,
                     taken.arena_index,
                     self.owner_id(),
-                    self.arenas.pool_size(),
+                    pool_size,
+                    old.resident_end(pool_size),
                 )
+            } else {
+                None
+            };
+            if let Some(initialised) = resident {
+                initialised
             } else if taken.dirty && old.is_ready_for(class) {
                 (
                     old,
