@@ -34,7 +34,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use pyalloc::{FreeListStats, Heap, HeapConfig, Stats};
+use std::alloc::Layout;
+
+use pyalloc::{Allocator, FreeListStats, Heap, HeapConfig, Release, Stats};
 
 use model::{FreeListSnapshot, Memory, Runtime};
 use workloads::{Workload, WORKLOADS};
@@ -444,6 +446,22 @@ fn report_heap(name: &str, heap: &Heap) {
     println!();
     println!("its arenas, one row each, one character per pool:");
     print!("{}", stats.occupancy());
+    if let Release::Decay(delay) = heap.config().get_release() {
+        // The release policy's decay: what the heap gives back by itself once the delay has
+        // passed and the program reaches a slow path (here a request over 512 bytes).
+        std::thread::sleep(delay + Duration::from_millis(50));
+        let large = Layout::from_size_align(1024, 8).expect("a valid layout");
+        if let Ok(block) = heap.allocate(large) {
+            // SAFETY: allocated just above with `large`.
+            unsafe { heap.deallocate(block.cast(), large) };
+        }
+        println!();
+        println!(
+            "after the release policy's delay ({} ms) and one allocation, with no call:",
+            delay.as_millis()
+        );
+        print!("{}", heap.stats().occupancy());
+    }
     let trimmed = heap.trim();
     println!();
     println!(

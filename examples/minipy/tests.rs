@@ -688,3 +688,35 @@ fn mode_mimalloc_agrees_with_system() {
     }
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+/// The float workload frees a million floats at random; the slots its free lists keep must not
+/// pin the heap's arenas (12 of them stayed, before idle lists were shut), and the default
+/// decay gives the rest back once its delay has passed, on the next slow path, with no call.
+#[test]
+fn after_the_float_workload_the_heap_shrinks_to_two_arenas_without_being_asked() {
+    use pyalloc::{Allocator, ManualClock, MmapSource, DEFAULT_DECAY};
+    use std::alloc::Layout;
+    let clock = ManualClock::new();
+    let heap = Heap::with_source(HeapConfig::new(), clock.drive(MmapSource::new())).unwrap();
+    {
+        let rt = Runtime::new(Memory::Pyalloc(&heap));
+        for _ in 0..3 {
+            drop(float::benchmark(&rt, 100_000));
+        }
+    }
+    let peak = heap.stats().arenas_highwater();
+    assert!(peak >= 10, "{peak} arenas at the peak");
+    clock.advance(DEFAULT_DECAY * 2);
+    // Any slow path settles what is due: here a request for the system allocator.
+    let large = Layout::from_size_align(1024, 8).unwrap();
+    let block = heap.allocate(large).unwrap();
+    // SAFETY: allocated just above with `large`.
+    unsafe { heap.deallocate(block.cast(), large) };
+    heap.check().unwrap();
+    let stats = heap.stats();
+    assert!(
+        stats.arenas_current() <= 2,
+        "{} arenas of {peak} left:\n{stats}",
+        stats.arenas_current()
+    );
+}
