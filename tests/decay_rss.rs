@@ -14,19 +14,13 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use pyalloc::{Allocator, Heap, HeapConfig, ManualClock, MmapSource, DEFAULT_DECAY};
-
-/// Resident set size in bytes, from /proc/self/statm (second field, in pages).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page as usize
-}
+use pyalloc_testkit::rss;
 
 #[test]
 fn the_default_decay_returns_a_freed_set_after_its_delay() {
-    const N: usize = 100_000;
+    // Large enough that the test harness's own pages (a few hundred KiB in a debug build) do
+    // not weigh in the ratio.
+    const N: usize = 400_000;
     let layout = Layout::from_size_align(64, 8).unwrap();
     let mut blocks: Vec<NonNull<u8>> = Vec::with_capacity(N);
     blocks.resize(N, NonNull::dangling());

@@ -12,15 +12,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use pyalloc::{Allocator, Heap};
-
-/// Resident set size in bytes, from /proc/self/statm (second field, in pages).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page as usize
-}
+use pyalloc_testkit::rss;
 
 #[test]
 fn trim_returns_pages_pinned_by_one_survivor_in_a_thousand() {

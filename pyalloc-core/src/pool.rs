@@ -331,19 +331,41 @@ impl Pool {
             fill.apply(first, 2 * size);
             link::write(second, ptr::null_mut());
             valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
-            base.cast::<PoolHeader>().write(PoolHeader {
+            let pool = Pool::write_header(addr, class, arena_index, owner, second, 2);
+            (pool, NonNull::new_unchecked(first))
+        }
+    }
+
+    /// Writes the header of a pool taken into use for `class`: its first block handed out
+    /// (counted), `carved` blocks carved, `freeblock` the head of the free list of the others.
+    ///
+    /// # Safety
+    ///
+    /// `addr` starts a pool that nothing else uses; its first `carved` blocks are carved, the
+    /// first live and the rest chained from `freeblock`.
+    unsafe fn write_header(
+        addr: NonNull<u8>,
+        class: usize,
+        arena_index: u32,
+        owner: Owner,
+        freeblock: *mut u8,
+        carved: usize,
+    ) -> Pool {
+        // SAFETY: the caller's contract: the header's bytes are the pool's first, ours.
+        unsafe {
+            addr.cast::<PoolHeader>().write(PoolHeader {
                 refs: 0,
                 size_class: class as u16,
                 parked: 0,
-                freeblock: second,
+                freeblock,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 arena_index,
-                next_offset: (POOL_OVERHEAD + 2 * size) as u32,
+                next_offset: (POOL_OVERHEAD + carved * block_size(class)) as u32,
                 owner,
             });
-            (Pool(addr.cast()), NonNull::new_unchecked(first))
         }
+        Pool(addr.cast())
     }
 
     /// How far into the pool its last user carved, rounded up to a whole page: the bytes of a
@@ -395,18 +417,8 @@ impl Pool {
             }
             link::write(at, ptr::null_mut());
             valgrind::make_undefined(first, size);
-            base.cast::<PoolHeader>().write(PoolHeader {
-                refs: 0,
-                size_class: class as u16,
-                parked: 0,
-                freeblock: second,
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
-                arena_index,
-                next_offset: (POOL_OVERHEAD + blocks * size) as u32,
-                owner,
-            });
-            Some((Pool(addr.cast()), NonNull::new_unchecked(first)))
+            let pool = Pool::write_header(addr, class, arena_index, owner, second, blocks);
+            Some((pool, NonNull::new_unchecked(first)))
         }
     }
 

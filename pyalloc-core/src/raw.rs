@@ -451,18 +451,31 @@ impl RawHeap {
             // list, whose free list is empty and which has nothing left to carve.
             return Some(unsafe { self.ran_out_parked(block, pool.addr(), class) });
         } else {
-            // `retire` inline, so this path makes no call at all (and needs no stack frame): a
-            // program that fills pools pays for it often (CPython's `go`, 110,000 times a run).
-            pool.count_one_and_mark_full();
-            // SAFETY: `pool` is the head of `class`'s used list.
-            unsafe { self.pools[class].remove_head(pool) };
-            if self.pools.cached == Some(pool) {
-                self.pools.cached = None;
-                self.arenas.take_back_spare();
-            }
+            // Inline, so this path makes no call at all (and needs no stack frame): a program
+            // that fills pools pays for it often (CPython's `go`, 110,000 times a run).
+            // SAFETY: `pool` is the head of `class`'s used list, just run out.
+            unsafe { self.retire_counted(pool, class) };
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
         Some(block)
+    }
+
+    /// The size-less paths' retire: counts the block just popped (uncounted) and marks the
+    /// pool full in one store, takes it off its list by the head's links, and uncaches it.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is the head of `class`'s used list, with its free list empty and nothing left to
+    /// carve or unpark, and a block was just popped from it uncounted.
+    #[inline(always)]
+    unsafe fn retire_counted(&mut self, pool: Pool, class: usize) {
+        pool.count_one_and_mark_full();
+        // SAFETY: the caller's contract: the head of `class`'s used list.
+        unsafe { self.pools[class].remove_head(pool) };
+        if self.pools.cached == Some(pool) {
+            self.pools.cached = None;
+            self.arenas.take_back_spare();
+        }
     }
 
     /// The size-less allocation fast path's pool ran out of free and uncarved blocks but has
@@ -488,13 +501,8 @@ impl RawHeap {
         if unsafe { pool.unpark(Fill::Nothing) } {
             pool.count_one();
         } else {
-            pool.count_one_and_mark_full();
-            // SAFETY: `pool` is the head of `class`'s used list.
-            unsafe { self.pools[class].remove_head(pool) };
-            if self.pools.cached == Some(pool) {
-                self.pools.cached = None;
-                self.arenas.take_back_spare();
-            }
+            // SAFETY: the caller's contract, and nothing was unparked.
+            unsafe { self.retire_counted(pool, class) };
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
         block
