@@ -311,8 +311,9 @@ pub(crate) struct Arenas {
     next_expiry: u64,
     /// Bytes handed back with `purge` since the heap was made.
     purged_bytes: u64,
-    /// Pools given back by layer 2 since the heap was made: how layer 3 tells a shrinking
-    /// heap (see [`FreeLists::tend`](crate::free_list::FreeLists::tend)).
+    /// Pools given back by layer 2 since the heap was made. Layer 3 compares it between two
+    /// looks at its free lists (`FreeLists::tend`) to tell a heap that is shrinking; named in
+    /// prose, so that this module does not point up at the layers built on it.
     pools_returned: u64,
 }
 
