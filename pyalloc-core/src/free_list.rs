@@ -45,8 +45,8 @@
 //! arena's worth of pools back to layer 1 since the last look (it is shrinking), every list
 //! that served no allocation since that look is drained to layer 2 and *shut* (capacity 0, so
 //! its frees go to layer 2 too) until its next miss reopens it. The look happens on layer 3's
-//! slow paths (a miss, an overflow) and costs the hit paths nothing: hits are derived from
-//! counters the hit paths keep already.
+//! overflow path, where a shrinking heap's frees arrive, and costs the hit paths nothing: hits
+//! are derived from counters the hit paths keep already.
 //!
 //! ## Invariants (checked by [`FreeLists::check`])
 //! ```text
@@ -497,7 +497,7 @@ pub struct FreeListStats {
     /// Frees that found the list full (or shut) and gave their slot to layer 2.
     pub overflows: u64,
     /// Times the list was drained and shut because it served no allocation while the heap
-    /// shrank (see the crate's "Idle lists" section); its next miss reopened it.
+    /// shrank (see the README's "Memory that comes back"); its next miss reopened it.
     pub idle_drains: u64,
 }
 
@@ -626,6 +626,18 @@ impl FreeList {
         }
     }
 
+    /// Empties the list into layer 2 (a clearing, or an idle list shut). Returns the slots.
+    pub(crate) fn drain_to(&mut self, head: &ListHead, raw: &mut RawHeap, gate: &Gate) -> usize {
+        let layout = self.spec().slot_layout;
+        let mut count = 0;
+        while let Some(slot) = self.drain_one(head) {
+            // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
+            unsafe { raw.deallocate(slot, layout, gate) };
+            count += 1;
+        }
+        count
+    }
+
     /// Takes one slot off the list without handing it out (an eviction or a clearing).
     pub(crate) fn drain_one(&mut self, head: &ListHead) -> Option<NonNull<u8>> {
         let slot = self.pop(head).or_else(|| self.pop_out_of_band())?;
@@ -651,14 +663,12 @@ impl FreeList {
     }
 
     pub(crate) fn stats(&self, head: &ListHead) -> FreeListStats {
-        let len = self.len(head);
-        let pushes = head.pushes.get();
         FreeListStats {
-            len,
+            len: self.len(head),
             capacity: self.shut.unwrap_or(self.capacity) as usize,
-            hits: pushes - len as u64 - self.drained,
+            hits: self.hits(head),
             misses: self.misses,
-            pushes,
+            pushes: head.pushes.get(),
             overflows: self.overflows,
             idle_drains: self.idle_drains,
         }
@@ -878,12 +888,7 @@ impl FreeLists {
             for (head, list) in self.lists_mut() {
                 let hits = list.hits(head);
                 if !first_look && hits == list.hits_at_tend && list.len(head) > 0 {
-                    let layout = list.spec().slot_layout;
-                    while let Some(slot) = list.drain_one(head) {
-                        // SAFETY: a slot of this list: a block of `raw` with its slot layout.
-                        unsafe { raw.deallocate(slot, layout, gate) };
-                        drained += 1;
-                    }
+                    drained += list.drain_to(head, raw, gate);
                     list.shut = Some(list.capacity);
                     list.set_capacity(head, 0);
                     list.idle_drains += 1;
@@ -1009,16 +1014,9 @@ impl FreeLists {
 
     /// Empties every list, freeing the slots to layer 2. Returns the number of slots freed.
     pub(crate) fn drain_all(&mut self, raw: &mut RawHeap, gate: &Gate) -> usize {
-        let mut count = 0;
-        for (head, list) in self.lists_mut() {
-            let layout = list.spec().slot_layout;
-            while let Some(slot) = list.drain_one(head) {
-                // SAFETY: a slot of this list: a block of `raw` with the list's slot layout.
-                unsafe { raw.deallocate(slot, layout, gate) };
-                count += 1;
-            }
-        }
-        count
+        self.lists_mut()
+            .map(|(head, list)| list.drain_to(head, raw, gate))
+            .sum()
     }
 
     /// Verifies every list: its chain is as long as its length, within capacity, without a

@@ -470,7 +470,19 @@ impl RawHeap {
     #[inline(always)]
     unsafe fn retire_counted(&mut self, pool: Pool, class: usize) {
         pool.count_one_and_mark_full();
-        // SAFETY: the caller's contract: the head of `class`'s used list.
+        // SAFETY: the caller's contract: the head of `class`'s used list, now full.
+        unsafe { self.unlist_full(pool, class) };
+    }
+
+    /// Takes a pool that just filled off its class's list, and out of the cache (the cached
+    /// pool is never full): the retire of both allocation paths, written once.
+    ///
+    /// # Safety
+    ///
+    /// `pool` is the head of `class`'s used list.
+    #[inline(always)]
+    unsafe fn unlist_full(&mut self, pool: Pool, class: usize) {
+        // SAFETY: the caller's contract: the head of `class`'s list.
         unsafe { self.pools[class].remove_head(pool) };
         if self.pools.cached == Some(pool) {
             self.pools.cached = None;
@@ -559,13 +571,9 @@ impl RawHeap {
         if pool.parked() != 0 && unsafe { pool.unpark(self.fill) } {
             return;
         }
-        // SAFETY: `pool` is the head of `class`'s used list.
-        unsafe { self.pools[class].remove(pool) };
         pool.mark_full();
-        if self.pools.cached == Some(pool) {
-            self.pools.cached = None;
-            self.arenas.take_back_spare();
-        }
+        // SAFETY: `pool` is the head of `class`'s used list, now full.
+        unsafe { self.unlist_full(pool, class) };
     }
 
     /// No pool of `class` has a free block: take an empty pool from layer 1.
