@@ -63,8 +63,8 @@
 //! pointers from anyone else's without reading the memory they point to. CPython 3.11 keeps a
 //! three-level radix tree over its (page-aligned) arenas for this (`arena_map_is_used`).
 //! Arenas here are aligned to their size, so one mark per arena-sized slot of the address space
-//! answers it: [`ArenaMap`], a root of leaf pointers (allocated zeroed, so the pages of it that
-//! are never written cost no memory) and 32 KiB leaves of one byte per slot, made as arenas
+//! answers it: [`ArenaMap`], a root of leaf pointers (mapped zeroed from the OS, so the pages of
+//! it that are never written cost no memory) and 32 KiB leaves of one byte per slot, made as arenas
 //! arrive. A byte rather than a bit: the test is one load and compare instead of a load, two
 //! shifts, a mask and a bit test, on every size-less free (a leaf covers 32 GiB of 1 MiB
 //! arenas, and its untouched pages cost nothing).
@@ -76,8 +76,8 @@ use core::ptr::NonNull;
 
 use crate::config::Release;
 use crate::gate::Gate;
-use crate::meta::{Meta, MetaBox, MetaVec};
-use crate::os::SourceBox;
+use crate::meta::{Meta, MetaVec};
+use crate::os::{self, SourceBox};
 
 /// "No arena": the null link of the arena lists.
 const NONE: u32 = u32::MAX;
@@ -96,41 +96,57 @@ const LEAF_BITS: u32 = 15;
 /// One leaf of the map: a byte per arena slot, nonzero while an arena is mapped there.
 type Leaf = [u8; 1 << LEAF_BITS];
 
-/// An entry of the map's root: a leaf, or none yet.
-type RootEntry = Option<MetaBox<Leaf>>;
-
-// The root is allocated zeroed and read as `None`s. `Option<Box<T>>` is documented to be null
-// for `None`, but `MetaBox` is allocator-api2's `Box` (a pointer and the zero-sized `Meta`),
-// for which no such promise is written: this proves it for every build instead, and fails the
-// build (a size mismatch, or the assertion) if it ever stops being so.
-// SAFETY: `None` holds no pointer; reading its bytes as an integer reads no provenance.
-const _: () = assert!(unsafe { core::mem::transmute::<RootEntry, usize>(None) } == 0);
+/// An entry of the map's root: a leaf, or none yet (null: all-zero bytes, as a fresh mapping
+/// holds, are `None`, which `Option<NonNull>` guarantees).
+type RootEntry = Option<NonNull<Leaf>>;
 
 /// One byte per arena-sized slot of the address space, set while an arena of this heap is
-/// mapped there: a two-level radix map (see the module docs).
+/// mapped there: a two-level radix map (see the module docs). The root and the leaves are
+/// mapped zeroed from the OS ([`os::map_zeroed`]): only their pages that are written, around the
+/// addresses of arenas, are ever resident.
 pub(crate) struct ArenaMap {
     /// `log2(arena size)`: a slot's number is its address shifted by this.
     shift: u32,
-    /// The leaves, indexed by `slot >> LEAF_BITS`; allocated zeroed (`None` is null, see
-    /// `RootEntry`) when the first arena is registered. Most of it is never written, so nothing
-    /// walks it whole: see `leaf_indices`.
-    root: MetaVec<RootEntry>,
+    /// The leaves, indexed by `slot >> LEAF_BITS`: `root_len` entries, mapped when the first
+    /// arena is registered (dangling and empty before). Owned: the map unmaps it and every
+    /// leaf it points to. Most of it is never written, so nothing walks it whole: see
+    /// `leaf_indices`.
+    root: NonNull<RootEntry>,
+    /// Entries of `root`: 0 until the first arena, then one per leaf of the covered range.
+    root_len: usize,
     /// The root indices that hold a leaf, so that counting and dropping the map cost one step
-    /// per leaf, not one per root entry (up to 2^19 with 16 KiB arenas, and a page fault per
-    /// 512 of them).
+    /// per leaf, not one per root entry (up to 2^19 with 16 KiB arenas).
     leaf_indices: MetaVec<usize>,
     /// Slots marked (see [`marked`](Self::marked)).
     marked: usize,
 }
 
+// SAFETY: the map owns its root and leaves outright (no one else holds their addresses), as a
+// `Vec` of `Box`es would; it is moved with its heap, never shared.
+unsafe impl Send for ArenaMap {}
+
 impl ArenaMap {
     fn new(arena_size: usize) -> Self {
         ArenaMap {
             shift: arena_size.trailing_zeros(),
-            root: MetaVec::new_in(Meta),
+            root: NonNull::dangling(),
+            root_len: 0,
             leaf_indices: MetaVec::new_in(Meta),
             marked: 0,
         }
+    }
+
+    /// The root's entries (none before the first arena).
+    #[inline(always)]
+    fn root(&self) -> &[RootEntry] {
+        // SAFETY: `root` is dangling with length 0, or the mapping of `root_len` entries that
+        // `set` made, zeroed (`None`) or written by `set` only, and owned by this map.
+        unsafe { core::slice::from_raw_parts(self.root.as_ptr(), self.root_len) }
+    }
+
+    /// Bytes of the root's mapping.
+    fn root_bytes(&self) -> usize {
+        self.root_len * size_of::<RootEntry>()
     }
 
     /// The root index and the index in its leaf of the slot of `addr`, or `None` above the
@@ -151,8 +167,9 @@ impl ArenaMap {
     pub(crate) fn contains(&self, addr: usize) -> bool {
         let slot = addr >> self.shift;
         let index = slot & ((1 << LEAF_BITS) - 1);
-        match self.root.get(slot >> LEAF_BITS) {
-            Some(Some(leaf)) => leaf[index] != 0,
+        match self.root().get(slot >> LEAF_BITS) {
+            // SAFETY: a leaf in the root is a live mapping of this map's; `index` is in range.
+            Some(Some(leaf)) => unsafe { *leaf.as_ptr().cast::<u8>().add(index) != 0 },
             _ => false,
         }
     }
@@ -163,37 +180,47 @@ impl ArenaMap {
         let Some((leaf, index)) = self.position(base) else {
             return false;
         };
-        if self.root.is_empty() {
+        if self.root_len == 0 {
             let entries = 1usize << (ADDRESS_BITS - self.shift).saturating_sub(LEAF_BITS);
-            let Ok(zeroed) = MetaBox::<[RootEntry]>::try_new_zeroed_slice_in(entries, Meta) else {
+            let Some(root) = os::map_zeroed(entries * size_of::<RootEntry>()) else {
                 return false;
             };
-            // SAFETY: all-zero bytes are a `RootEntry`'s `None` (proved next to `RootEntry`).
-            self.root = unsafe { zeroed.assume_init() }.into_vec();
+            // All-zero bytes are `RootEntry`'s `None`.
+            self.root = root.cast();
+            self.root_len = entries;
         }
-        let slots = match &mut self.root[leaf] {
-            Some(slots) => slots,
+        debug_assert!(
+            leaf < self.root_len,
+            "position() keeps below the covered range"
+        );
+        // SAFETY: `leaf < root_len` (the root covers the whole range `position` accepts); the
+        // root is this map's mapping, and `&mut self` excludes every reader.
+        let entry = unsafe { &mut *self.root.as_ptr().add(leaf) };
+        let slots = match entry {
+            Some(slots) => *slots,
             None if !present => return true,
-            slot @ None => {
+            None => {
                 if self.leaf_indices.try_reserve(1).is_err() {
                     return false;
                 }
-                let Ok(zeroed) = MetaBox::<Leaf>::try_new_zeroed_in(Meta) else {
+                let Some(zeroed) = os::map_zeroed(size_of::<Leaf>()) else {
                     return false;
                 };
                 self.leaf_indices.push(leaf);
-                // SAFETY: all-zero bytes are a valid `[u8; N]`.
-                slot.insert(unsafe { zeroed.assume_init() })
+                // All-zero bytes are a leaf of clear slots.
+                *entry.insert(zeroed.cast())
             }
         };
-        if (slots[index] != 0) != present {
+        // SAFETY: a leaf of this map's, written only here, under `&mut self`.
+        let slot = unsafe { &mut (*slots.as_ptr())[index] };
+        if (*slot != 0) != present {
             if present {
                 self.marked += 1;
             } else {
                 self.marked -= 1;
             }
         }
-        slots[index] = u8::from(present);
+        *slot = u8::from(present);
         true
     }
 
@@ -204,9 +231,10 @@ impl ArenaMap {
         self.marked
     }
 
-    /// Bytes the map takes: its root and its leaves.
+    /// Bytes of address space the map takes: its root and its leaves (only the pages written
+    /// are resident).
     pub(crate) fn bytes(&self) -> usize {
-        self.root.len() * size_of::<RootEntry>() + self.leaf_indices.len() * size_of::<Leaf>()
+        self.root_bytes() + self.leaf_indices.len() * size_of::<Leaf>()
     }
 
     /// Leaves made.
@@ -216,15 +244,20 @@ impl ArenaMap {
 }
 
 impl Drop for ArenaMap {
-    /// Frees the leaves, then the root without visiting its entries (a `Vec`'s drop would visit
-    /// every one, touching every page of a root that is mostly never written).
+    /// Unmaps the leaves, then the root, without visiting its other entries (most of its pages
+    /// were never written).
     fn drop(&mut self) {
         for &i in &self.leaf_indices {
-            self.root[i] = None;
+            if let Some(leaf) = self.root()[i] {
+                // SAFETY: a leaf this map mapped, unmapped once (each index is listed once),
+                // and nothing reads the map after its drop.
+                unsafe { os::unmap_zeroed(leaf.cast(), size_of::<Leaf>()) };
+            }
         }
-        // SAFETY: every entry is `None` now (the leaves were just dropped), which owns nothing,
-        // so forgetting the entries leaks nothing; the buffer itself is still freed by `Vec`.
-        unsafe { self.root.set_len(0) };
+        if self.root_len != 0 {
+            // SAFETY: the root this map mapped, with its length; no longer used.
+            unsafe { os::unmap_zeroed(self.root.cast(), self.root_bytes()) };
+        }
     }
 }
 

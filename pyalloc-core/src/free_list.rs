@@ -67,6 +67,7 @@ use allocator_api2::alloc::AllocError;
 use crate::gate::Gate;
 use crate::link;
 use crate::meta::{Meta, MetaVec};
+use crate::os;
 use crate::raw::RawHeap;
 use crate::valgrind;
 
@@ -290,7 +291,8 @@ impl HeadTable {
     /// Maps the table if it is not yet.
     fn make(&mut self) -> Result<(), AllocError> {
         if !self.is_mapped() {
-            self.base = map_table().ok_or(AllocError)?;
+            // Only the pages of the types used are ever touched (see `map_zeroed`).
+            self.base = os::map_zeroed(TABLE_BYTES).ok_or(AllocError)?.cast();
         }
         Ok(())
     }
@@ -306,58 +308,10 @@ impl HeadTable {
 impl Drop for HeadTable {
     fn drop(&mut self) {
         if self.is_mapped() {
-            // SAFETY: the mapping `map_table` made; nothing uses it after the heap drops.
-            unsafe { unmap_table(self.base) };
+            // SAFETY: the mapping `make` made; nothing uses it after the heap drops.
+            unsafe { os::unmap_zeroed(self.base.cast(), TABLE_BYTES) };
         }
     }
-}
-
-/// A zeroed [`TABLE_BYTES`] of address space: anonymous memory, so only the pages of the
-/// types used are ever touched (reserved with `MAP_NORESERVE`: no commit charge either).
-#[cfg(unix)]
-fn map_table() -> Option<NonNull<ListHead>> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory.
-    let base = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            TABLE_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            // Miri's `mmap` takes no other flags.
-            libc::MAP_PRIVATE
-                | libc::MAP_ANONYMOUS
-                | if cfg!(miri) { 0 } else { libc::MAP_NORESERVE },
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return None;
-    }
-    NonNull::new(base.cast())
-}
-
-/// # Safety
-///
-/// `base` came from [`map_table`] and is not used afterwards.
-#[cfg(unix)]
-unsafe fn unmap_table(base: NonNull<ListHead>) {
-    // SAFETY: the caller's contract.
-    unsafe { libc::munmap(base.as_ptr().cast(), TABLE_BYTES) };
-}
-
-#[cfg(not(unix))]
-fn map_table() -> Option<NonNull<ListHead>> {
-    let layout = Layout::from_size_align(TABLE_BYTES, align_of::<ListHead>()).ok()?;
-    // SAFETY: a non-zero size.
-    NonNull::new(unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&Meta, layout) }.cast())
-}
-
-#[cfg(not(unix))]
-unsafe fn unmap_table(base: NonNull<ListHead>) {
-    let layout = Layout::from_size_align(TABLE_BYTES, align_of::<ListHead>()).unwrap();
-    // SAFETY: the caller's contract: allocated by `map_table` with this layout.
-    unsafe { std::alloc::GlobalAlloc::dealloc(&Meta, base.as_ptr().cast(), layout) };
 }
 
 /// A type whose freed slots are kept on a free list of their own in each heap.

@@ -94,6 +94,68 @@ pub fn monotonic_nanos() -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Zeroed memory for the heap's sparse tables (the arena map's root and leaves, the free-list
+/// heads, the process map's leaves): `bytes` of address space straight from the OS, not from an
+/// allocator, so that only the pages written are ever resident. A table sized for the whole
+/// address space but written in one place then costs a page, where `calloc` would clear (and
+/// fault in) all of it. Reserved with `MAP_NORESERVE`: no commit charge either. `None` when
+/// the OS refuses. Elsewhere than Unix, zeroed system memory.
+pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
+    #[cfg(unix)]
+    {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
+        // no existing memory.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                // Miri's `mmap` takes no other flags.
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | if cfg!(miri) { 0 } else { libc::MAP_NORESERVE },
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        NonNull::new(base.cast())
+    }
+    #[cfg(not(unix))]
+    {
+        let layout = zeroed_layout(bytes)?;
+        // SAFETY: a non-zero size (callers map whole tables).
+        NonNull::new(unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&Meta, layout) })
+    }
+}
+
+/// Gives back what [`map_zeroed`] mapped.
+///
+/// # Safety
+///
+/// `base` came from `map_zeroed(bytes)`, with the same `bytes`, and is not used afterwards.
+pub(crate) unsafe fn unmap_zeroed(base: NonNull<u8>, bytes: usize) {
+    #[cfg(unix)]
+    // SAFETY: the caller's contract: a whole mapping of ours that nobody uses any more.
+    unsafe {
+        libc::munmap(base.as_ptr().cast(), bytes);
+    }
+    #[cfg(not(unix))]
+    {
+        let layout = zeroed_layout(bytes).expect("the layout map_zeroed used");
+        // SAFETY: the caller's contract: allocated by `map_zeroed` with this layout.
+        unsafe { std::alloc::GlobalAlloc::dealloc(&Meta, base.as_ptr(), layout) };
+    }
+}
+
+/// The layout of a [`map_zeroed`] table in system memory: page-aligned, as a mapping is.
+#[cfg(not(unix))]
+fn zeroed_layout(bytes: usize) -> Option<Layout> {
+    Layout::from_size_align(bytes, 4096).ok()
+}
+
 /// A heap's arena source, boxed in system memory like the rest of the core's structures (see
 /// [`meta`](crate::meta)): boxing a source of the caller's through the global allocator would
 /// re-enter a heap that serves as the global allocator.

@@ -134,34 +134,18 @@ fn mark(base: usize, present: bool) -> bool {
 }
 
 /// A zeroed leaf from the OS (not from an allocator: the map must not depend on the allocator
-/// it serves), or null.
+/// it serves), or null. All-zero bytes are a leaf of clear bits.
 fn map_leaf() -> *mut Leaf {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory.
-    let page = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            size_of::<Leaf>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if page == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        // All-zero bytes (a fresh anonymous mapping) are a leaf of clear bits.
-        page.cast()
-    }
+    crate::os::map_zeroed(size_of::<Leaf>()).map_or(ptr::null_mut(), |leaf| leaf.as_ptr().cast())
 }
 
 /// # Safety
 ///
 /// `leaf` came from `map_leaf` and was never published.
 unsafe fn unmap_leaf(leaf: *mut Leaf) {
-    // SAFETY: the caller's contract: a whole mapping of ours that nobody else knows.
-    unsafe { libc::munmap(leaf.cast(), size_of::<Leaf>()) };
+    // SAFETY: the caller's contract: a whole mapping of ours that nobody else knows (non-null,
+    // as `map_leaf` returned it).
+    unsafe { crate::os::unmap_zeroed(NonNull::new_unchecked(leaf.cast()), size_of::<Leaf>()) };
 }
 
 /// The arena source of `Global`'s heaps: mmap's, with each arena marked in the process map

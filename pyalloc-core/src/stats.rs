@@ -404,8 +404,9 @@ impl Stats {
     }
 
     /// The arena map (which addresses are this heap's, for [`Heap::owns`](crate::Heap::owns)):
-    /// the bytes it takes (its root, allocated zeroed, and its 4 KiB leaves) and its leaves.
-    /// Most of the root is never written and costs address space only.
+    /// the bytes of address space it takes (its root and its 32 KiB leaves, mapped zeroed from
+    /// the OS) and its leaves. Only the pages written, one of the root and one of a leaf per
+    /// region of arenas, are resident: the rest costs address space only.
     pub fn arena_map(&self) -> (usize, usize) {
         self.arena_map
     }
