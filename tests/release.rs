@@ -174,3 +174,88 @@ fn a_request_for_the_system_allocator_also_settles_what_is_due() {
     assert!(counters.live() <= 1, "{} arenas left", counters.live());
     drop(large);
 }
+
+/// A heap of 16 KiB pools (four parkable pages each) in 256 KiB arenas, on a manual clock.
+fn paged_heap(release: Release) -> (Heap, ManualClock, std::sync::Arc<Counters>) {
+    let clock = ManualClock::new();
+    let source = CountingSource::wrapping(MmapSource::new());
+    let counters = source.counters();
+    let config = HeapConfig::new()
+        .arena_size(256 << 10)
+        .pool_size(16 << 10)
+        .release(release);
+    let heap = Heap::with_source(config, clock.drive(source)).unwrap();
+    (heap, clock, counters)
+}
+
+/// Blocks of 64 bytes per 16 KiB pool (48 bytes of header).
+const PER_POOL: usize = (16384 - 48) / 64;
+
+/// `pools` pools of 64-byte blocks, each block holding its index's low byte; then every block
+/// is freed but the first of each of the first `kept` pools (in page 0, by the header), and all
+/// of the rest: those pools empty, go back to their arena and give the decay a deadline.
+fn scatter(heap: &Heap, pools: usize, kept: usize) -> Vec<Box<[u8; 64], &Heap>> {
+    let mut blocks: Vec<Option<Box<[u8; 64], &Heap>>> = (0..pools * PER_POOL)
+        .map(|i| Some(Box::new_in([i as u8; 64], heap)))
+        .collect();
+    let survivors = (0..kept)
+        .map(|pool| blocks[pool * PER_POOL].take().unwrap())
+        .collect();
+    drop(blocks);
+    heap.check().unwrap();
+    survivors
+}
+
+#[test]
+fn a_decay_pass_parks_the_free_pages_of_pools_holding_survivors() {
+    let (heap, clock, counters) = paged_heap(Release::Decay(DELAY));
+    let survivors = scatter(&heap, 12, 10);
+    assert_eq!(heap.stats().classes()[3].pools, 10);
+    let purged = counters.bytes_purged();
+
+    // Not yet due: a slow path parks nothing.
+    clock.advance(DELAY / 2);
+    drop(Box::new_in([0u8; 4096], &heap));
+    heap.check().unwrap();
+    assert_eq!(counters.bytes_purged(), purged, "nothing is due yet");
+
+    // Due: the large request's slow path runs a pass of the decay, then the sweep. Every pool
+    // but its class's head gives its three free pages back; the two empty ones go whole.
+    clock.advance(DELAY);
+    drop(Box::new_in([0u8; 4096], &heap));
+    heap.check().unwrap();
+    if cfg!(all(target_os = "linux", not(miri))) {
+        let swept = counters.bytes_purged() - purged;
+        assert!(
+            swept >= 2 * (16 << 10) + 9 * 3 * 4096,
+            "{swept} bytes purged: {}",
+            heap.stats()
+        );
+    }
+
+    // The parked pages come back as the class needs them, under no survivor, and in the same
+    // pools: as many blocks again need no new pool.
+    let again: Vec<_> = (0..10 * (PER_POOL - 1))
+        .map(|i| Box::new_in([!(i as u8); 64], &heap))
+        .collect();
+    heap.check().unwrap();
+    assert_eq!(heap.stats().classes()[3].pools, 10, "{}", heap.stats());
+    for (pool, block) in survivors.iter().enumerate() {
+        assert!(block.iter().all(|&b| b == (pool * PER_POOL) as u8));
+    }
+    drop((again, survivors));
+    heap.check().unwrap();
+}
+
+#[test]
+fn immediate_release_sweeps_no_pool_in_use() {
+    let (heap, clock, counters) = paged_heap(Release::Immediate);
+    let survivors = scatter(&heap, 12, 10);
+    clock.advance(DELAY * 10);
+    drop(Box::new_in([0u8; 4096], &heap));
+    heap.check().unwrap();
+    // The two emptied pools went back with their arena's pages or stayed as the cached pool;
+    // nothing inside the pools in use was purged.
+    assert_eq!(counters.bytes_purged(), 0, "{}", heap.stats());
+    drop(survivors);
+}

@@ -348,6 +348,10 @@ pub(crate) struct Arenas {
     /// looks at its free lists (`FreeLists::tend`) to tell a heap that is shrinking; named in
     /// prose, so that this module does not point up at the layers built on it.
     pools_returned: u64,
+    /// Passes of the decay (settles due to a deadline) since the heap was made. Layer 2 sweeps
+    /// the free pages of its pools in use after each one (`RawHeap::sweep_free_pages`); named in
+    /// prose for the same reason.
+    decay_passes: u64,
 }
 
 impl Arenas {
@@ -381,6 +385,7 @@ impl Arenas {
             next_expiry: NEVER,
             purged_bytes: 0,
             pools_returned: 0,
+            decay_passes: 0,
         }
     }
 
@@ -839,6 +844,9 @@ impl Arenas {
             }
         }
         self.next_expiry = next;
+        if now.is_some() {
+            self.decay_passes += 1;
+        }
         purged
     }
 
@@ -895,6 +903,29 @@ impl Arenas {
     /// Pools given back by layer 2 since the heap was made.
     pub(crate) fn pools_returned(&self) -> u64 {
         self.pools_returned
+    }
+
+    /// Passes of the decay since the heap was made (see the field).
+    #[inline]
+    pub(crate) fn decay_passes(&self) -> u64 {
+        self.decay_passes
+    }
+
+    /// Slots of the arena table: pool positions `0..slots * pools_per_arena` name every pool a
+    /// walk by position ([`pool_in_use_at`](Self::pool_in_use_at)) can meet.
+    pub(crate) fn slots(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// The pool at `position` (`arena slot * pools_per_arena + number`) with its arena's index,
+    /// if its arena is mapped and layer 2 holds it (its header valid).
+    pub(crate) fn pool_in_use_at(&self, position: usize) -> Option<(u32, NonNull<u8>)> {
+        let per_arena = self.pools_per_arena as usize;
+        let (index, number) = (position / per_arena, (position % per_arena) as u32);
+        let ao = self.objects.get(index)?;
+        let base = ao.base?;
+        let free = (ao.dirty_free | ao.clean_free) & (1 << number) != 0;
+        (!free).then(|| (index as u32, self.pool_at(base, number)))
     }
 
     /// Bytes handed back with `purge` since the heap was made.

@@ -17,7 +17,8 @@
 //! through their first word ([`link`](crate::link)), headed by `freeblock`.
 //!
 //! ## Parked pages
-//! `trim` hands back the free pages of pools that still hold live blocks, so that scattered
+//! `trim`, and the release policy's decay a few pools at a time (`RawHeap::sweep_free_pages`),
+//! hand back the free pages of pools that still hold live blocks, so that scattered
 //! survivors pin their own pages and not whole pools. A page can go when no live block
 //! overlaps it; but the free list threads through the free blocks, and the page's contents
 //! are lost. So its free blocks are *parked*: taken off the free list, and the page marked in

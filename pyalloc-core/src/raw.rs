@@ -47,6 +47,11 @@ use crate::size_class::{block_size, class_of, is_small};
 use crate::sys::{self, System};
 use crate::valgrind;
 
+/// Pool positions the release policy's sweep looks at after each pass of the decay
+/// ([`RawHeap::sweep_free_pages`]): a pass every quarter of the delay at most, so with 16 KiB
+/// pools a sweep covers 4 MiB of heap per quarter delay, at most 64 pools' free lists walked.
+const SWEEP_POOLS: usize = 64;
+
 /// Layers 0–2 of one heap.
 pub(crate) struct RawHeap {
     /// Per size class, the offset past which a pool of this heap has no room to carve another
@@ -68,6 +73,10 @@ pub(crate) struct RawHeap {
     memory_limit: usize,
     /// What carving writes into new blocks (the freed pattern in debug mode).
     fill: Fill,
+    /// The decay's pass count when the sweep last ran ([`RawHeap::sweep_after_decay`]).
+    swept_after: u64,
+    /// The pool position the next sweep starts at.
+    sweep_cursor: usize,
     /// Set when this is one thread's heap of [`Global`](crate::Global): its place among the
     /// others. `None` for a plain `Heap`.
     thread: Option<ThreadLink>,
@@ -277,6 +286,8 @@ impl RawHeap {
             } else {
                 Fill::Nothing
             },
+            swept_after: 0,
+            sweep_cursor: 0,
             thread: None,
         }
     }
@@ -632,6 +643,7 @@ impl RawHeap {
         // SAFETY: the pool was just taken into use and is in no list.
         unsafe { self.pools[class].push_front(pool) };
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
+        self.sweep_after_decay(gate);
         Some(block)
     }
 
@@ -762,6 +774,7 @@ impl RawHeap {
             self.pools[pool.class()].remove(pool);
             self.arenas.return_pool(arena_index, number, gate);
         }
+        self.sweep_after_decay(gate);
     }
 
     /// The pool and block the next `alloc_block(class)` would hand out without leaving its
@@ -905,6 +918,7 @@ impl RawHeap {
         debug_assert!(layout.size() != 0);
         // A slow path of the heap's own: the release policy's decay may be due.
         self.arenas.tend(gate);
+        self.sweep_after_decay(gate);
         if !self.make_room(layout.size(), gate) {
             return Err(AllocError);
         }
@@ -1035,37 +1049,90 @@ impl RawHeap {
         if self.fill != Fill::Nothing {
             return 0;
         }
-        let pool_size = self.arenas.pool_size();
         let pools = self.arenas.current() * self.arenas.pools_per_arena();
         let mut purged = 0;
         for class in 0..NUM_SIZE_CLASSES {
             for pool in self.pools[class].iter(pools) {
                 // A broken list or free list: `check` reports it; leave the pools be.
                 let Ok(pool) = pool else { break };
-                let Ok((park, untouched)) = pool.free_pages(pool_size) else {
-                    continue;
-                };
-                // Parked first: the purge zeroes the links of the free blocks in those pages.
-                // SAFETY: a pool in use of this heap; `free_pages` found no live block in
-                // `park`, carved pages other than page 0.
-                let parked = unsafe { pool.park(park) };
-                let mut pages = parked | untouched;
-                while pages != 0 {
-                    // One call per run of adjacent pages.
-                    let first = pages.trailing_zeros();
-                    let run = (pages >> first).trailing_ones();
-                    pages &= !(((1u32 << run) - 1) << first) as u16;
-                    // SAFETY: the run lies inside the pool.
-                    let start = unsafe { pool.addr().add(first as usize * PARK_PAGE) };
-                    let len = run as usize * PARK_PAGE;
-                    // SAFETY: parked or never carved: nothing there is read before written.
-                    if unsafe {
-                        self.arenas
-                            .purge_in_pool(pool.arena_index(), start, len, gate)
-                    } {
-                        purged += len;
-                    }
-                }
+                purged += Self::park_free_pages(&mut self.arenas, pool, gate);
+            }
+        }
+        purged
+    }
+
+    /// The release policy's purge inside live pools: after each pass of the decay (an arena's
+    /// deadline came), the next [`SWEEP_POOLS`] pool positions of the heap, in address order,
+    /// wrapping, have the free pages of their pools in use parked and purged, as `trim` does
+    /// for all of them. A pool at the head of its class's list, where allocation happens, is
+    /// left alone, and so is the cached pool. The work per pass is bounded, and a heap whose
+    /// pools hold scattered survivors gives their free pages back one sweep at a time, with no
+    /// call; a page needed again comes back, lowest first, when its pool runs out of others.
+    /// Called on the slow paths that may have run a pass: a pool taken or given back, a large
+    /// request.
+    #[inline]
+    fn sweep_after_decay(&mut self, gate: &Gate) {
+        if self.arenas.decay_passes() != self.swept_after {
+            self.sweep_free_pages(gate);
+        }
+    }
+
+    /// See [`sweep_after_decay`](Self::sweep_after_decay). Returns the bytes purged.
+    #[cold]
+    #[inline(never)]
+    fn sweep_free_pages(&mut self, gate: &Gate) -> usize {
+        self.swept_after = self.arenas.decay_passes();
+        if self.fill != Fill::Nothing {
+            return 0;
+        }
+        let positions = self.arenas.slots() * self.arenas.pools_per_arena();
+        let mut purged = 0;
+        for _ in 0..SWEEP_POOLS.min(positions) {
+            if self.sweep_cursor >= positions {
+                self.sweep_cursor = 0;
+            }
+            let position = self.sweep_cursor;
+            self.sweep_cursor += 1;
+            let Some((_, addr)) = self.arenas.pool_in_use_at(position) else {
+                continue;
+            };
+            // SAFETY: a pool layer 2 holds: its header is valid (pools are taken and given back
+            // only between slow paths, and this runs at their end).
+            let pool = unsafe { Pool::from_addr(addr) };
+            let head = self.pools.lists.get(pool.class()).and_then(PoolList::head);
+            if pool.is_marked_full() || self.pools.cached == Some(pool) || head == Some(pool) {
+                continue;
+            }
+            purged += Self::park_free_pages(&mut self.arenas, pool, gate);
+        }
+        purged
+    }
+
+    /// Parks the free pages of `pool`, a listed pool in use of `arenas`' heap, and purges them with
+    /// the pages it never carved (page 0, with the header, stays). Returns the bytes purged.
+    fn park_free_pages(arenas: &mut Arenas, pool: Pool, gate: &Gate) -> usize {
+        let pool_size = arenas.pool_size();
+        let Ok((park, untouched)) = pool.free_pages(pool_size) else {
+            // A broken free list: `check` reports it; leave the pool be.
+            return 0;
+        };
+        // Parked first: the purge zeroes the links of the free blocks in those pages.
+        // SAFETY: a pool in use of this heap; `free_pages` found no live block in `park`,
+        // carved pages other than page 0.
+        let parked = unsafe { pool.park(park) };
+        let mut pages = parked | untouched;
+        let mut purged = 0;
+        while pages != 0 {
+            // One call per run of adjacent pages.
+            let first = pages.trailing_zeros();
+            let run = (pages >> first).trailing_ones();
+            pages &= !(((1u32 << run) - 1) << first) as u16;
+            // SAFETY: the run lies inside the pool.
+            let start = unsafe { pool.addr().add(first as usize * PARK_PAGE) };
+            let len = run as usize * PARK_PAGE;
+            // SAFETY: parked or never carved: nothing there is read before written.
+            if unsafe { arenas.purge_in_pool(pool.arena_index(), start, len, gate) } {
+                purged += len;
             }
         }
         purged
