@@ -40,7 +40,9 @@
 //! is pending; once `next_expiry` has passed, [`Arenas::settle`] walks the arenas whose
 //! deadline passed, unmaps those that are empty beyond the budget and purges the dirty free
 //! pools of the rest. Deadlines are rounded up to a quarter of the delay, so that arenas
-//! emptied close together are settled in one walk.
+//! emptied close together are settled in one walk. Layer 2 may also ask for a pass with no
+//! deadline due ([`Arenas::request_pass`]): its sweep of the pools in use goes on a little
+//! at each pass.
 //!
 //! ## Invariants (checked by [`Arenas::check`])
 //! ```text
@@ -352,6 +354,12 @@ pub(crate) struct Arenas {
     /// the free pages of its pools in use after each one (`RawHeap::sweep_free_pages`); named in
     /// prose for the same reason.
     decay_passes: u64,
+    /// Pools taken by layer 2 since the heap was made: a heap that took one since the last
+    /// pass of the decay is growing, and layer 2's sweep leaves its pools be.
+    pools_taken: u64,
+    /// The most arenas holding pools in use at once since [`mark_peak`](Self::mark_peak)
+    /// (layer 2's sweep begins a round once the heap has shrunk to half of it).
+    peak_since_mark: usize,
 }
 
 impl Arenas {
@@ -386,6 +394,8 @@ impl Arenas {
             purged_bytes: 0,
             pools_returned: 0,
             decay_passes: 0,
+            pools_taken: 0,
+            peak_since_mark: 0,
         }
     }
 
@@ -511,6 +521,7 @@ impl Arenas {
         ao.nfree = nf - 1;
         if nf == self.pools_per_arena {
             self.empty_arenas -= 1;
+            self.peak_since_mark = self.peak_since_mark.max(self.occupied());
         }
         // The head has the fewest free pools. If it was the last arena with `nf`, nothing has
         // `nf` now; nothing had `nf - 1` before, so it becomes the last (and only) one with it.
@@ -525,6 +536,7 @@ impl Arenas {
             self.nfp2lasta[nf as usize - 1] = index;
         }
         let pool = self.pool_at(base, bit);
+        self.pools_taken += 1;
         // After the take, so that the arena the pool came from is not empty and stays.
         if self.next_expiry != NEVER {
             self.tick(gate);
@@ -791,6 +803,21 @@ impl Arenas {
         }
     }
 
+    /// Under a decay, asks for a pass of it about a quarter delay from now (rounded as the
+    /// deadlines are) even if no arena has anything to give back: layer 2's sweep of the
+    /// pools in use continues on the passes (see `decay_passes`). Nothing under immediate
+    /// release.
+    pub(crate) fn request_pass(&mut self, gate: &Gate) {
+        let Some(delay) = self.decay else { return };
+        let now = self.now(gate);
+        let grain = (delay / 4).max(1);
+        let at = now
+            .saturating_add(grain)
+            .div_ceil(grain)
+            .saturating_mul(grain);
+        self.next_expiry = self.next_expiry.min(at);
+    }
+
     /// Settles what is due, if anything waits: for slow paths outside this module (a large
     /// allocation), so that a program whose pools stop turning over still decays.
     #[inline]
@@ -909,6 +936,29 @@ impl Arenas {
     #[inline]
     pub(crate) fn decay_passes(&self) -> u64 {
         self.decay_passes
+    }
+
+    /// Arenas holding pools in use (mapped and not empty).
+    pub(crate) fn occupied(&self) -> usize {
+        self.current - self.empty_arenas
+    }
+
+    /// Whether the arenas holding pools in use are at most half of the most there were since
+    /// the last [`mark_peak`](Self::mark_peak): the heap has shrunk, and what is left has
+    /// outlived most of what was allocated.
+    pub(crate) fn shrunk_by_half(&self) -> bool {
+        self.occupied() * 2 <= self.peak_since_mark
+    }
+
+    /// Starts watching the peak again from the arenas in use now.
+    pub(crate) fn mark_peak(&mut self) {
+        self.peak_since_mark = self.occupied();
+    }
+
+    /// Pools taken by layer 2 since the heap was made.
+    #[inline]
+    pub(crate) fn pools_taken(&self) -> u64 {
+        self.pools_taken
     }
 
     /// Slots of the arena table: pool positions `0..slots * pools_per_arena` name every pool a
