@@ -565,3 +565,49 @@ fn trim_leaves_a_free_block_in_a_pool_whose_live_blocks_fill_its_first_page() {
     }
     heap.check().unwrap();
 }
+
+/// A pool that was full and takes a free goes back to its class's list second, after the
+/// head: the head keeps serving the class until it fills, and only then the pool that was
+/// full, with every block freed into it meanwhile (CPython puts it first, and a live set
+/// hovering at a pool's edge then fills it, empties a block of it and fills it again on every
+/// pair).
+#[test]
+fn a_full_pool_that_takes_a_free_is_served_after_the_head() {
+    let heap = Heap::new();
+    let l = layout(64, 8);
+    // 16 KiB pools with a 48-byte header.
+    let per_pool = (16 * 1024 - 48) / 64;
+    let pool_of = |block: NonNull<u8>| block.as_ptr() as usize & !(16 * 1024 - 1);
+    // Two full pools and a third, the head, with one block handed out.
+    let mut blocks: Vec<NonNull<u8>> = (0..2 * per_pool + 1)
+        .map(|_| heap.allocate(l).unwrap().cast())
+        .collect();
+    let head = pool_of(blocks[2 * per_pool]);
+    assert_ne!(pool_of(blocks[0]), head);
+    // Two frees into the first (full) pool: it is listed again, behind the head.
+    let (first, second) = (blocks.swap_remove(0), blocks.swap_remove(1));
+    // SAFETY: allocated above with `l`, freed once.
+    unsafe {
+        heap.deallocate(first, l);
+        heap.deallocate(second, l);
+    }
+    heap.check().unwrap();
+    // The head serves its remaining blocks first...
+    for _ in 0..per_pool - 1 {
+        let block = heap.allocate(l).unwrap().cast();
+        assert_eq!(pool_of(block), head, "the head serves until it fills");
+        blocks.push(block);
+    }
+    // ...then the pool that was full hands out the two blocks it took back.
+    for _ in 0..2 {
+        let block: NonNull<u8> = heap.allocate(l).unwrap().cast();
+        assert_eq!(pool_of(block), pool_of(first));
+        blocks.push(block);
+    }
+    heap.check().unwrap();
+    for block in blocks {
+        // SAFETY: live blocks allocated with `l`, freed once.
+        unsafe { heap.deallocate(block, l) };
+    }
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}

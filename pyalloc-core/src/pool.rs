@@ -1036,6 +1036,30 @@ impl PoolList {
         self.head = p;
     }
 
+    /// Puts a pool that is in no list second, after the head (first if the list is empty).
+    ///
+    /// # Safety
+    ///
+    /// `pool` is a pool in use that is in no list.
+    #[inline]
+    pub(crate) unsafe fn push_second(&mut self, pool: Pool) {
+        if self.head == NO_POOL_HEAD {
+            // SAFETY: the caller's contract.
+            return unsafe { self.push_front(pool) };
+        }
+        let p = pool.header();
+        // SAFETY: `pool`, the head and its successor have valid headers.
+        unsafe {
+            let next = (*self.head).next;
+            (*p).prev = self.head;
+            (*p).next = next;
+            if !next.is_null() {
+                (*next).prev = p;
+            }
+            (*self.head).next = p;
+        }
+    }
+
     /// Takes a pool out of the list.
     ///
     /// # Safety
@@ -1063,8 +1087,8 @@ impl PoolList {
 
     /// Takes the first pool out of the list: [`remove`](Self::remove) for a pool known to be
     /// the head (no previous pool to relink), which leaves the pool's own links as they were:
-    /// a pool in no list is only ever listed again by [`push_front`](Self::push_front), which
-    /// writes both. For the size-less allocation fast path, where a pool that fills up leaves
+    /// a pool in no list is only ever listed again by [`push_front`](Self::push_front) or
+    /// [`push_second`](Self::push_second), which write both. For the size-less allocation fast path, where a pool that fills up leaves
     /// its list.
     ///
     /// # Safety
@@ -1229,6 +1253,34 @@ mod tests {
             assert_eq!(list.head(), Some(pa));
             assert!(list.is_sole(pa));
             list.remove(pa);
+        }
+        assert_eq!(list.head(), None);
+    }
+
+    #[test]
+    fn push_second_goes_after_the_head_or_first_in_an_empty_list() {
+        let mut bufs = [Buffer([0; 4096]), Buffer([0; 4096]), Buffer([0; 4096])];
+        let [a, b, c] = &mut bufs;
+        let (pa, _) = pool_in(a, 1);
+        let (pb, _) = pool_in(b, 1);
+        let (pc, _) = pool_in(c, 1);
+        let mut list = PoolList::EMPTY;
+        // SAFETY: the pools are in use and in no list until pushed; removed once each.
+        unsafe {
+            list.push_second(pa);
+            assert!(list.is_sole(pa), "first in an empty list");
+            list.push_second(pb);
+            list.push_second(pc);
+            // `iter` also checks every back link.
+            let order: Vec<_> = list.iter(8).map(Result::unwrap).collect();
+            assert_eq!(order, vec![pa, pc, pb]);
+            list.remove(pc);
+            let order: Vec<_> = list.iter(8).map(Result::unwrap).collect();
+            assert_eq!(order, vec![pa, pb]);
+            list.remove(pa);
+            assert_eq!(list.head(), Some(pb));
+            assert!(list.is_sole(pb));
+            list.remove(pb);
         }
         assert_eq!(list.head(), None);
     }

@@ -538,7 +538,7 @@ impl RawHeap {
     }
 
     /// Frees `ptr` if it is a pool block of this heap: the push, and when the pool was full its
-    /// return to the front of its class's list, inline with no call. `Finish` when the pool
+    /// return to its class's list (second, see [`relist`](Self::relist)), inline with no call. `Finish` when the pool
     /// emptied and is not the cached pool: the caller then calls
     /// [`finish_free`](Self::finish_free) (the rest of the free needs calls). `NotMine` (null,
     /// or a pointer the heap does not own) changes nothing and leaves the pointer to
@@ -692,8 +692,8 @@ impl RawHeap {
         }
     }
 
-    /// A block was freed into a full pool: the pool is used again, and goes to the front of its
-    /// class's list so the next allocation of the class finds it.
+    /// A block was freed into a full pool: the pool is used again, and goes back to its class's
+    /// list (see [`relist`](Self::relist)).
     ///
     /// # Safety
     ///
@@ -706,8 +706,14 @@ impl RawHeap {
         unsafe { self.relist(pool) };
     }
 
-    /// Puts a pool that was full, and is no longer marked so, at the front of its class's
-    /// list.
+    /// Puts a pool that was full, and is no longer marked so, back in its class's list: second,
+    /// after the head, where CPython puts it first. The head goes on serving the class until
+    /// it fills, and the pool gathers the frees that follow meanwhile. First, the pool would
+    /// serve the very next allocation, fill again at once and leave the list again: a program
+    /// whose live set hovers at a pool's edge (CPython's `go` benchmark: 211,000 such turns in
+    /// 1.5M requests) would pay a leave and a return on almost every pair. Second, those turns
+    /// all but vanish: the `go` replay runs 8.6% fewer instructions (callgrind,
+    /// `replay --runs 1 --warmup 1 --keep-peer --peers pyalloc`).
     ///
     /// # Safety
     ///
@@ -722,7 +728,7 @@ impl RawHeap {
             self.pools
                 .lists
                 .get_unchecked_mut(pool.class())
-                .push_front(pool)
+                .push_second(pool)
         };
     }
 
