@@ -350,12 +350,12 @@ pub(crate) struct Arenas {
     /// looks at its free lists (`FreeLists::tend`) to tell a heap that is shrinking; named in
     /// prose, so that this module does not point up at the layers built on it.
     pools_returned: u64,
-    /// Passes of the decay (settles due to a deadline) since the heap was made. Layer 2 sweeps
-    /// the free pages of its pools in use after each one (`RawHeap::sweep_free_pages`); named in
+    /// Passes of the decay (settles due to a deadline) since the heap was made. Layer 2's sweep
+    /// of its pools in use takes a step after a pass (`RawHeap::sweep_free_pages`); named in
     /// prose for the same reason.
     decay_passes: u64,
-    /// Pools taken by layer 2 since the heap was made: a heap that took one since the last
-    /// pass of the decay is growing, and layer 2's sweep leaves its pools be.
+    /// Pools taken by layer 2 since the heap was made: a heap that took one since the sweep's
+    /// last step is growing, and the sweep puts its next step off.
     pools_taken: u64,
     /// The most arenas holding pools in use at once since [`mark_peak`](Self::mark_peak)
     /// (layer 2's sweep begins a round once the heap has shrunk to half of it).
@@ -967,15 +967,15 @@ impl Arenas {
         self.objects.len()
     }
 
-    /// The pool at `position` (`arena slot * pools_per_arena + number`) with its arena's index,
-    /// if its arena is mapped and layer 2 holds it (its header valid).
-    pub(crate) fn pool_in_use_at(&self, position: usize) -> Option<(u32, NonNull<u8>)> {
+    /// The pool at `position` (`arena slot * pools_per_arena + number`), if its arena is
+    /// mapped and layer 2 holds it (its header valid).
+    pub(crate) fn pool_in_use_at(&self, position: usize) -> Option<NonNull<u8>> {
         let per_arena = self.pools_per_arena as usize;
         let (index, number) = (position / per_arena, (position % per_arena) as u32);
         let ao = self.objects.get(index)?;
         let base = ao.base?;
         let free = (ao.dirty_free | ao.clean_free) & (1 << number) != 0;
-        (!free).then(|| (index as u32, self.pool_at(base, number)))
+        (!free).then(|| self.pool_at(base, number))
     }
 
     /// Bytes handed back with `purge` since the heap was made.

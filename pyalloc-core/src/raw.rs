@@ -47,9 +47,9 @@ use crate::size_class::{block_size, class_of, is_small};
 use crate::sys::{self, System};
 use crate::valgrind;
 
-/// Pool positions the release policy's sweep looks at after each pass of the decay
-/// ([`RawHeap::sweep_free_pages`]): a pass every quarter of the delay at most, so with 16 KiB
-/// pools a sweep covers 4 MiB of heap per quarter delay, at most 64 pools' free lists walked.
+/// Pool positions a step of the release policy's sweep looks at ([`RawHeap::sweep_free_pages`]):
+/// a step a pass of the decay, a pass every quarter of the delay at most, so with 16 KiB pools
+/// a round covers 1 MiB of heap per quarter delay, at most 64 pools' free lists walked a step.
 const SWEEP_POOLS: usize = 64;
 
 /// Layers 0–2 of one heap.
@@ -1078,9 +1078,9 @@ impl RawHeap {
     /// what was allocated: scattered survivors), the heap sweeps its pool positions in address
     /// order, [`SWEEP_POOLS`] per pass, asking layer 1 for one more pass after each step until
     /// the round has covered the whole heap; the next round waits for the heap to halve again
-    /// from its peak since. Each pool in use that it meets has its free pages parked and purged, as
-    /// `trim` does for all of them, except a pool at the head of its class's list (where
-    /// allocation happens) and the cached pool. So a heap whose pools hold scattered survivors
+    /// from its peak since. Each pool in use that it meets has its free pages parked and
+    /// purged, as `trim` does for all of them, except a pool at the head of its class's list
+    /// (where allocation happens) and the cached pool. So a heap whose pools hold scattered survivors
     /// gives their free pages back a bounded step at a time, with no call; a page needed again
     /// comes back, lowest first, when its pool runs out of others.
     ///
@@ -1134,7 +1134,7 @@ impl RawHeap {
             }
             let position = self.sweep_cursor;
             self.sweep_cursor += 1;
-            let Some((_, addr)) = self.arenas.pool_in_use_at(position) else {
+            let Some(addr) = self.arenas.pool_in_use_at(position) else {
                 continue;
             };
             // SAFETY: a pool layer 2 holds: its header is valid (pools are taken and given back
