@@ -10,10 +10,11 @@
 //!                                                     ^ next_offset
 //! ```
 //!
-//! A block's pool is its address masked by `!(pool_size - 1)`. Blocks are carved lazily:
-//! `next_offset` is the first never-used block, and only the block about to be handed out is
-//! written (CPython's `nextoffset`; its `maxnextoffset` is derived from the pool size here, so
-//! the header has room for an owner the size of a pointer). Freed blocks form a singly linked LIFO list
+//! A block's pool is its address masked by `!(pool_size - 1)`. Blocks are carved lazily, a
+//! page at a time: `next_offset` is the first block not carved yet (CPython's `nextoffset`;
+//! its `maxnextoffset` is derived from the pool size here, so the header has room for an owner
+//! the size of a pointer), and when the free list runs dry the blocks that start in the next
+//! page are linked onto it ([`Pool::extend`]). Freed blocks form a singly linked LIFO list
 //! through their first word ([`link`](crate::link)), headed by `freeblock`.
 //!
 //! ## Parked pages
@@ -369,60 +370,6 @@ impl Pool {
         Pool(addr.cast())
     }
 
-    /// How far into the pool its last user carved, rounded up to a whole page: the bytes of a
-    /// dirty pool (taken again from its arena, header intact) known to be resident.
-    pub(crate) fn resident_end(self, pool_size: usize) -> usize {
-        // SAFETY: as in `class`.
-        let next_offset = unsafe { (*self.header()).next_offset } as usize;
-        next_offset.next_multiple_of(PARK_PAGE).min(pool_size)
-    }
-
-    /// Initialises a dirty pool (taken again from its arena) for `class`, with every block
-    /// below `resident_end` (see [`resident_end`](Self::resident_end)) carved at once onto the
-    /// free list in address order, and hands out the first block; the rest of the pool is
-    /// carved lazily, as usual. The pool's old free list (CPython reuses it as it is) runs in
-    /// the order its blocks were freed, scattered over the pool, so each allocation would read
-    /// a link from a line long out of the cache; the rebuilt list is read where it was just
-    /// written, in order (mimalloc extends a page's free list the same way). Costs a write of
-    /// each block's link, about 3 instructions a block, and touches no page the pool's last
-    /// user had not touched. `None` (nothing written) when fewer than two blocks fit.
-    ///
-    /// # Safety
-    ///
-    /// As [`init`](Self::init); the heap is not in debug mode (no fill).
-    pub(crate) unsafe fn init_resident(
-        addr: NonNull<u8>,
-        class: usize,
-        arena_index: u32,
-        owner: Owner,
-        pool_size: usize,
-        resident_end: usize,
-    ) -> Option<(Pool, NonNull<u8>)> {
-        let size = block_size(class);
-        let blocks = blocks_per_pool(pool_size, class)
-            .min(resident_end.saturating_sub(POOL_OVERHEAD) / size);
-        if blocks < 2 {
-            return None;
-        }
-        let base = addr.as_ptr();
-        // SAFETY: every block lies inside the pool, which the caller hands over whole; a pool
-        // holds at least two blocks (the const_assert on MIN_POOL_SIZE).
-        unsafe {
-            let first = base.add(POOL_OVERHEAD);
-            let second = first.add(size);
-            let mut at = second;
-            for _ in 2..blocks {
-                let next = at.add(size);
-                link::write(at, next);
-                at = next;
-            }
-            link::write(at, ptr::null_mut());
-            valgrind::make_undefined(first, size);
-            let pool = Pool::write_header(addr, class, arena_index, owner, second, blocks);
-            Some((pool, NonNull::new_unchecked(first)))
-        }
-    }
-
     /// Whether this pool, found empty in its arena with its header intact (a dirty pool), was
     /// last used by `class`: then its free list is ready and it needs no initialisation
     /// (CPython does the same).
@@ -452,7 +399,7 @@ impl Pool {
             (*h).next = ptr::null_mut();
             (*h).prev = ptr::null_mut();
             let (block, ran_dry) = self.pop_free();
-            if ran_dry && !self.carve_next(pool_size, fill) && !self.unpark(fill) {
+            if ran_dry && !self.extend(pool_size, fill) && !self.unpark(fill) {
                 // The pool is empty, so every carved block is free or parked: a pool holds
                 // at least two blocks, and page 0's are never parked.
                 unreachable!("an empty pool ran dry after one block");
@@ -581,60 +528,78 @@ impl Pool {
         }
     }
 
-    /// Carves the next untouched block onto the empty free list (with `fill` applied), or
-    /// reports (`false`) that the pool is full.
+    /// Carves the untouched blocks that start in the page of the next one (at least one) onto
+    /// the empty free list, in address order, with `fill` applied; or reports (`false`) that
+    /// nothing is left to carve. See [`extend_until`](Self::extend_until).
     ///
     /// # Safety
     ///
     /// The pool's free list is empty, and the pool is `pool_size` bytes.
-    #[inline(always)]
-    pub(crate) unsafe fn carve_next(self, pool_size: usize, fill: Fill) -> bool {
-        let h = self.header();
-        // SAFETY: a valid header; the carved block lies inside the pool because
-        // `next_offset <= pool_size - block size` (CPython's `maxnextoffset`).
-        unsafe {
-            debug_assert!((*h).freeblock.is_null());
-            let size = block_size((*h).size_class as usize);
-            if (*h).next_offset as usize > pool_size - size {
-                return false;
-            }
-            let block = h.cast::<u8>().add((*h).next_offset as usize);
-            (*h).next_offset += size as u32;
-            valgrind::make_undefined(block, size);
-            fill.apply(block, size);
-            link::write(block, ptr::null_mut());
-            valgrind::make_noaccess(block, size);
-            (*h).freeblock = block;
-            true
-        }
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn extend(self, pool_size: usize, fill: Fill) -> bool {
+        let size = block_size(self.class());
+        // SAFETY: the caller's contract; `pool_size - size` is the last offset a block of this
+        // class can start at.
+        unsafe { self.extend_with((pool_size - size) as u32, size, fill) }
     }
 
-    /// [`carve_next`](Self::carve_next) for the size-less fast path (which never fills):
-    /// carves a block of `size` bytes onto the empty free list unless the next offset is past
-    /// `last`, the class's last carving offset in this pool size.
+    /// [`extend`](Self::extend) for the size-less paths (never in debug mode): `last` is the
+    /// class's last carving offset in this pool size, held by the heap.
+    ///
+    /// CPython carves one block each time a pool runs dry (`pymalloc_pool_extend`), so a pool
+    /// being filled takes that path on every allocation. Carving a page's blocks at once, as
+    /// mimalloc extends a page's free list, writes one link a block in a tight loop and runs dry
+    /// once a page: the pops in between are the fast path's. A pool taken again from its arena
+    /// is carved the same way from its start (its old free list, in the order its blocks were
+    /// freed, is dropped), so its blocks come back in address order, from pages that are
+    /// resident, and a pool taken for a few blocks writes a page of links, not its whole
+    /// length.
     ///
     /// # Safety
     ///
     /// The pool's free list is empty, its blocks are `size` bytes, and `last` is its pool size
     /// less `size`.
+    #[inline]
+    pub(crate) unsafe fn extend_until(self, last: u32, size: usize) -> bool {
+        debug_assert_eq!(block_size(self.class()), size);
+        // SAFETY: the caller's contract.
+        unsafe { self.extend_with(last, size, Fill::Nothing) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`extend_until`](Self::extend_until), `fill` applied to each block carved.
     #[inline(always)]
-    pub(crate) unsafe fn carve_next_until(self, last: u32, size: usize) -> bool {
+    unsafe fn extend_with(self, last: u32, size: usize, fill: Fill) -> bool {
         let h = self.header();
-        // SAFETY: a valid header; the carved block lies inside the pool because
-        // `next_offset <= last = pool_size - size`.
+        // SAFETY: a valid header; every block carved starts at or below `last = pool_size -
+        // size`, so lies inside the pool.
         unsafe {
             debug_assert!((*h).freeblock.is_null());
-            debug_assert_eq!(block_size((*h).size_class as usize), size);
-            let offset = (*h).next_offset;
-            if offset > last {
+            let first = (*h).next_offset as usize;
+            if first > last as usize {
                 return false;
             }
-            let block = h.cast::<u8>().add(offset as usize);
-            (*h).next_offset = offset + size as u32;
-            valgrind::make_undefined(block, size);
-            link::write(block, ptr::null_mut());
-            valgrind::make_noaccess(block, size);
-            (*h).freeblock = block;
+            // The blocks that start before the end of `first`'s page (the last of them may run
+            // into the next page), and at or below `last`.
+            let end = (first / PARK_PAGE + 1) * PARK_PAGE;
+            let end = end.min(last as usize + 1);
+            let count = (end - first).div_ceil(size);
+            let base = h.cast::<u8>();
+            let head = base.add(first);
+            valgrind::make_undefined(head, count * size);
+            fill.apply(head, count * size);
+            let mut at = head;
+            for _ in 1..count {
+                let next = at.add(size);
+                link::write(at, next);
+                at = next;
+            }
+            link::write(at, ptr::null_mut());
+            valgrind::make_noaccess(head, count * size);
+            (*h).next_offset = (first + count * size) as u32;
+            (*h).freeblock = head;
             true
         }
     }
@@ -1161,7 +1126,7 @@ mod tests {
         // heap does when it runs dry).
         unsafe {
             loop {
-                if pool.first_free().is_null() && !pool.carve_next(4096, Fill::Nothing) {
+                if pool.first_free().is_null() && !pool.extend(4096, Fill::Nothing) {
                     break;
                 }
                 blocks.push(pool.pop_free().0);
@@ -1198,7 +1163,7 @@ mod tests {
             loop {
                 let (block, ran_dry) = pool.pop_free_uncounted();
                 blocks.push(block);
-                if ran_dry && !pool.carve_next_until(4096 - 512, 512) {
+                if ran_dry && !pool.extend_until(4096 - 512, 512) {
                     pool.count_one_and_mark_full();
                     break;
                 }

@@ -422,11 +422,8 @@ impl RawHeap {
         };
         // SAFETY: a pool in a used-pool list has a free block (the used-state invariant).
         let (block, ran_dry) = unsafe { pool.pop_free() };
-        // A pool being filled runs dry on every allocation: its next block is carved inline
-        // (CPython's `pymalloc_pool_extend`), and only a pool that is full leaves its list
-        // out of line.
-        // SAFETY: the pool's free list is empty when `ran_dry`.
-        if ran_dry && !unsafe { pool.carve_next(self.arenas.pool_size(), self.fill) } {
+        // SAFETY: the pool's free list is empty when `ran_dry`; this heap's pool size.
+        if ran_dry && !unsafe { pool.extend(self.arenas.pool_size(), self.fill) } {
             self.retire(pool, class);
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), self.fill == Fill::Freed);
@@ -453,26 +450,14 @@ impl RawHeap {
         // SAFETY: a pool in a used-pool list has a free block (the used-state invariant); each
         // path below counts the block first.
         let (block, ran_dry) = unsafe { pool.pop_free_uncounted() };
-        // SAFETY: `class` is below NUM_SIZE_CLASSES (as above).
-        let last = unsafe { *self.last_carve.get_unchecked(class) };
-        if !ran_dry
-            // SAFETY: the pool's free list is empty when `ran_dry`; `last` is this heap's pool
-            // size less the class's block size.
-            || unsafe { pool.carve_next_until(last, block_size(class)) }
-        {
-            pool.count_one();
-        } else if pool.parked() != 0 {
+        if ran_dry {
             // Out of line, and in tail position: a call in the middle of this path would make
             // every allocation save registers and keep a stack frame.
             // SAFETY: `block` was just popped (uncounted) from `pool`, the head of `class`'s
-            // list, whose free list is empty and which has nothing left to carve.
-            return Some(unsafe { self.ran_out_parked(block, pool.addr(), class) });
-        } else {
-            // Inline, so this path makes no call at all (and needs no stack frame): a program
-            // that fills pools pays for it often (CPython's `go`, 110,000 times a run).
-            // SAFETY: `pool` is the head of `class`'s used list, just run out.
-            unsafe { self.retire_counted(pool, class) };
+            // list, whose free list is empty.
+            return Some(unsafe { self.ran_dry_unsized(block, pool.addr(), class) });
         }
+        pool.count_one();
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
         Some(block)
     }
@@ -507,18 +492,18 @@ impl RawHeap {
         }
     }
 
-    /// The size-less allocation fast path's pool ran out of free and uncarved blocks but has
-    /// parked pages: takes them back (or, if none gives a block, retires the pool) and counts
+    /// The size-less allocation fast path's pool ran dry: carves the next page of its blocks
+    /// ([`Pool::extend_until`]), or takes its parked pages back, or retires it, and counts
     /// `block`, which it returns. `extern "C"`, so that nothing unwinds through it and the
     /// fast path's call is a tail jump.
     ///
     /// # Safety
     ///
     /// `block` was just popped from `pool` by `pop_free_uncounted` and not counted; `pool` is
-    /// the head of `class`'s list, its free list empty and nothing left to carve.
+    /// the head of `class`'s list, its free list empty.
     #[cold]
     #[inline(never)]
-    unsafe extern "C" fn ran_out_parked(
+    unsafe extern "C" fn ran_dry_unsized(
         &mut self,
         block: NonNull<u8>,
         pool: NonNull<u8>,
@@ -526,11 +511,18 @@ impl RawHeap {
     ) -> NonNull<u8> {
         // SAFETY: the caller's contract: a pool in use of this heap.
         let pool = unsafe { Pool::from_addr(pool) };
-        // SAFETY: the caller's contract; `unpark` does not read the count.
-        if unsafe { pool.unpark(Fill::Nothing) } {
+        // SAFETY: the caller's class comes from a size of 1 to 512 (as in `alloc_block`).
+        let last = unsafe { *self.last_carve.get_unchecked(class) };
+        // SAFETY: the caller's contract: the free list is empty; `last` is this heap's pool size
+        // less the class's block size; `unpark` runs only when nothing is left to carve, and
+        // does not read the count.
+        if unsafe {
+            pool.extend_until(last, block_size(class))
+                || (pool.parked() != 0 && pool.unpark(Fill::Nothing))
+        } {
             pool.count_one();
         } else {
-            // SAFETY: the caller's contract, and nothing was unparked.
+            // SAFETY: the caller's contract, and nothing was carved or unparked.
             unsafe { self.retire_counted(pool, class) };
         }
         valgrind::malloclike(block.as_ptr(), block_size(class), false);
@@ -612,25 +604,13 @@ impl RawHeap {
         };
         // SAFETY: `take_pool` handed over a whole free pool of this heap. A dirty pool's header
         // is the one its last user left when it emptied: a valid header whose free list holds
-        // every carved block, and whose `next_offset` says how far it touched the pool.
+        // every carved block. Outside debug mode it is carved again from its start, a page at
+        // a time (see `Pool::extend_until`). In debug mode its free list is reused as CPython
+        // does: its freed blocks keep the pattern that is checked when they are handed out
+        // again, and carving would write the pattern over a stray write before it is caught.
         let (pool, block) = unsafe {
             let old = Pool::from_addr(taken.pool);
-            let pool_size = self.arenas.pool_size();
-            let resident = if taken.dirty && self.fill == Fill::Nothing {
-                Pool::init_resident(
-                    taken.pool,
-                    class,
-                    taken.arena_index,
-                    self.owner_id(),
-                    pool_size,
-                    old.resident_end(pool_size),
-                )
-            } else {
-                None
-            };
-            if let Some(initialised) = resident {
-                initialised
-            } else if taken.dirty && old.is_ready_for(class) {
+            if taken.dirty && self.fill != Fill::Nothing && old.is_ready_for(class) {
                 (
                     old,
                     old.reuse(taken.arena_index, self.arenas.pool_size(), self.fill),
@@ -1067,7 +1047,7 @@ impl RawHeap {
             for pool in self.pools[class].iter(pools) {
                 // A broken list or free list: `check` reports it; leave the pools be.
                 let Ok(pool) = pool else { break };
-                purged += Self::park_free_pages(&mut self.arenas, pool, true, gate);
+                purged += Self::park_free_pages(&mut self.arenas, pool, gate);
             }
         }
         purged
@@ -1149,9 +1129,7 @@ impl RawHeap {
             if pool.carved() - pool.ref_count() < PARK_PAGE.div_ceil(block_size(pool.class())) {
                 continue;
             }
-            // Only carved pages: the pages past them are not resident (a pool taken again
-            // is rebuilt as far as its last user carved), and `trim` purges them anyway.
-            purged += Self::park_free_pages(&mut self.arenas, pool, false, gate);
+            purged += Self::park_free_pages(&mut self.arenas, pool, gate);
         }
         if self.sweep_left > 0 {
             self.arenas.request_pass(gate);
@@ -1159,12 +1137,12 @@ impl RawHeap {
         purged
     }
 
-    /// Parks the free pages of `pool`, a listed pool in use of `arenas`' heap, and purges them,
-    /// with the pages it never carved if `untouched` (page 0, with the header, stays). Returns
-    /// the bytes purged.
-    fn park_free_pages(arenas: &mut Arenas, pool: Pool, untouched: bool, gate: &Gate) -> usize {
+    /// Parks the free pages of `pool`, a listed pool in use of `arenas`' heap, and purges them
+    /// with the pages past its carved blocks (resident if the pool's last user touched them;
+    /// page 0, with the header, stays). Returns the bytes purged.
+    fn park_free_pages(arenas: &mut Arenas, pool: Pool, gate: &Gate) -> usize {
         let pool_size = arenas.pool_size();
-        let Ok((park, never_carved)) = pool.free_pages(pool_size) else {
+        let Ok((park, untouched)) = pool.free_pages(pool_size) else {
             // A broken free list: `check` reports it; leave the pool be.
             return 0;
         };
@@ -1172,7 +1150,7 @@ impl RawHeap {
         // SAFETY: a pool in use of this heap; `free_pages` found no live block in `park`,
         // carved pages other than page 0.
         let parked = unsafe { pool.park(park) };
-        let mut pages = parked | if untouched { never_carved } else { 0 };
+        let mut pages = parked | untouched;
         let mut purged = 0;
         while pages != 0 {
             // One call per run of adjacent pages.
