@@ -1111,6 +1111,57 @@ mod tests {
         unsafe { Pool::init(addr, class, 7, NO_OWNER, 4096, Fill::Nothing) }
     }
 
+    /// A 16 KiB pool-aligned buffer: four pages.
+    #[repr(C, align(16384))]
+    struct Pages([u8; 16384]);
+
+    #[test]
+    fn extend_carves_the_blocks_that_start_in_the_next_page_in_address_order() {
+        let mut buffer = Pages([0; 16384]);
+        let addr = NonNull::from(&mut buffer.0).cast::<u8>();
+        let class = 5; // 96-byte blocks: (16384 - 48) / 96 = 170 per pool
+                       // SAFETY: the buffer is 16 KiB, writable, aligned to its size, used by nothing else.
+        let (pool, first) = unsafe { Pool::init(addr, class, 0, NO_OWNER, 16384, Fill::Nothing) };
+        let base = addr.as_ptr().addr();
+        let mut blocks = vec![first];
+        let mut carved_at_each_run_dry = Vec::new();
+        // SAFETY: each pop follows a check that the free list has a block.
+        unsafe {
+            loop {
+                if pool.first_free().is_null() {
+                    if !pool.extend(16384, Fill::Nothing) {
+                        break;
+                    }
+                    carved_at_each_run_dry.push(pool.carved());
+                }
+                blocks.push(pool.pop_free().0);
+            }
+        }
+        // Every block once, in address order.
+        assert_eq!(blocks.len(), blocks_per_pool(16384, class));
+        for (i, block) in blocks.iter().enumerate() {
+            assert_eq!(block.as_ptr().addr() - base, POOL_OVERHEAD + i * 96);
+        }
+        // Each extension ends with the first block that starts in the page after.
+        let page_ends: Vec<usize> = carved_at_each_run_dry
+            .iter()
+            .map(|&carved| POOL_OVERHEAD + carved * 96)
+            .collect();
+        // (The two blocks `init` carves are in page 0; then one extension a page.)
+        assert_eq!(page_ends.len(), 4, "{page_ends:?}");
+        for (p, &end) in page_ends[..3].iter().enumerate() {
+            let boundary = (p + 1) * PARK_PAGE;
+            assert!(end >= boundary && end - 96 < boundary, "{page_ends:?}");
+        }
+        assert_eq!(
+            page_ends[3],
+            POOL_OVERHEAD + 170 * 96,
+            "the last page up to the pool's end"
+        );
+        pool.mark_full();
+        pool.check(0, 16384).unwrap();
+    }
+
     #[test]
     fn a_pool_carves_lazily_and_fills_up() {
         let mut buffer = Buffer([0; 4096]);
