@@ -56,7 +56,7 @@ const SWEEP_POOLS: usize = 64;
 pub(crate) struct RawHeap {
     /// Per size class, the offset past which a pool of this heap has no room to carve another
     /// block (`pool_size - block size`, CPython's `maxnextoffset`, which the pool header no
-    /// longer holds): the size-less fast path's carve test is one load and compare.
+    /// longer holds): the size-less path's carving limit, read without a division.
     last_carve: [u32; NUM_SIZE_CLASSES],
     /// The used pools of each class and the cached pool: all the fast paths read, in one
     /// place that `Global` reaches through a thread-local pointer (and whose address is the
@@ -431,8 +431,9 @@ impl RawHeap {
     }
 
     /// A block of `class` if the size-less fast path can hand one out without calling anything
-    /// in the common case: the class has a pool (a pop, and a carve when the pool runs dry,
-    /// inline; a pool that fills up leaves its list out of line). `None` (no pool: one must
+    /// in the common case: the class has a pool (a pop inline; a pool that runs dry goes to
+    /// one out-of-line tail call, which carves its next page, takes its parked pages back or
+    /// retires it). `None` (no pool: one must
     /// come from an arena) changes nothing and sends the caller to
     /// [`alloc_block`](Self::alloc_block). For the C-ABI adapters over the size-less API
     /// (pyalloc-python's), whose fast path then makes no call.
