@@ -333,41 +333,19 @@ impl Pool {
             fill.apply(first, 2 * size);
             link::write(second, ptr::null_mut());
             valgrind::make_noaccess(second, pool_size - POOL_OVERHEAD - size);
-            let pool = Pool::write_header(addr, class, arena_index, owner, second, 2);
-            (pool, NonNull::new_unchecked(first))
-        }
-    }
-
-    /// Writes the header of a pool taken into use for `class`: its first block handed out
-    /// (counted), `carved` blocks carved, `freeblock` the head of the free list of the others.
-    ///
-    /// # Safety
-    ///
-    /// `addr` starts a pool that nothing else uses; its first `carved` blocks are carved, the
-    /// first live and the rest chained from `freeblock`.
-    unsafe fn write_header(
-        addr: NonNull<u8>,
-        class: usize,
-        arena_index: u32,
-        owner: Owner,
-        freeblock: *mut u8,
-        carved: usize,
-    ) -> Pool {
-        // SAFETY: the caller's contract: the header's bytes are the pool's first, ours.
-        unsafe {
-            addr.cast::<PoolHeader>().write(PoolHeader {
+            base.cast::<PoolHeader>().write(PoolHeader {
                 refs: 0,
                 size_class: class as u16,
                 parked: 0,
-                freeblock,
+                freeblock: second,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
                 arena_index,
-                next_offset: (POOL_OVERHEAD + carved * block_size(class)) as u32,
+                next_offset: (POOL_OVERHEAD + 2 * size) as u32,
                 owner,
             });
+            (Pool(addr.cast()), NonNull::new_unchecked(first))
         }
-        Pool(addr.cast())
     }
 
     /// Whether this pool, found empty in its arena with its header intact (a dirty pool), was
@@ -1053,8 +1031,8 @@ impl PoolList {
     /// Takes the first pool out of the list: [`remove`](Self::remove) for a pool known to be
     /// the head (no previous pool to relink), which leaves the pool's own links as they were:
     /// a pool in no list is only ever listed again by [`push_front`](Self::push_front) or
-    /// [`push_second`](Self::push_second), which write both. For the size-less allocation fast path, where a pool that fills up leaves
-    /// its list.
+    /// [`push_second`](Self::push_second), which write both. For the paths where a pool that
+    /// fills up leaves its list.
     ///
     /// # Safety
     ///
@@ -1119,8 +1097,9 @@ mod tests {
     fn extend_carves_the_blocks_that_start_in_the_next_page_in_address_order() {
         let mut buffer = Pages([0; 16384]);
         let addr = NonNull::from(&mut buffer.0).cast::<u8>();
-        let class = 5; // 96-byte blocks: (16384 - 48) / 96 = 170 per pool
-                       // SAFETY: the buffer is 16 KiB, writable, aligned to its size, used by nothing else.
+        // 96-byte blocks: (16384 - 48) / 96 = 170 per pool.
+        let class = 5;
+        // SAFETY: the buffer is 16 KiB, writable, aligned to its size, used by nothing else.
         let (pool, first) = unsafe { Pool::init(addr, class, 0, NO_OWNER, 16384, Fill::Nothing) };
         let base = addr.as_ptr().addr();
         let mut blocks = vec![first];

@@ -433,8 +433,8 @@ impl RawHeap {
     /// A block of `class` if the size-less fast path can hand one out without calling anything
     /// in the common case: the class has a pool (a pop inline; a pool that runs dry goes to
     /// one out-of-line tail call, which carves its next page, takes its parked pages back or
-    /// retires it). `None` (no pool: one must
-    /// come from an arena) changes nothing and sends the caller to
+    /// retires it). `None` (no pool: one must come from an arena) changes nothing and sends
+    /// the caller to
     /// [`alloc_block`](Self::alloc_block). For the C-ABI adapters over the size-less API
     /// (pyalloc-python's), whose fast path then makes no call.
     ///
@@ -531,8 +531,8 @@ impl RawHeap {
     }
 
     /// Frees `ptr` if it is a pool block of this heap: the push, and when the pool was full its
-    /// return to its class's list (second, see [`relist`](Self::relist)), inline with no call. `Finish` when the pool
-    /// emptied and is not the cached pool: the caller then calls
+    /// return to its class's list (second, see [`relist`](Self::relist)), inline with no call.
+    /// `Finish` when the pool emptied and is not the cached pool: the caller then calls
     /// [`finish_free`](Self::finish_free) (the rest of the free needs calls). `NotMine` (null,
     /// or a pointer the heap does not own) changes nothing and leaves the pointer to
     /// [`deallocate_unsized`](Self::deallocate_unsized). The size-less fast path's free.
@@ -1061,9 +1061,9 @@ impl RawHeap {
     /// the round has covered the whole heap; the next round waits for the heap to halve again
     /// from its peak since. Each pool in use that it meets has its free pages parked and
     /// purged, as `trim` does for all of them, except a pool at the head of its class's list
-    /// (where allocation happens) and the cached pool. So a heap whose pools hold scattered survivors
-    /// gives their free pages back a bounded step at a time, with no call; a page needed again
-    /// comes back, lowest first, when its pool runs out of others.
+    /// (where allocation happens) and the cached pool. So a heap whose pools hold scattered
+    /// survivors gives their free pages back a bounded step at a time, with no call; a page
+    /// needed again comes back, lowest first, when its pool runs out of others.
     ///
     /// A heap that took a pool from its arenas since the last step is growing: pools in use
     /// serve their free blocks before any new pool, so their free pages are the next to be
@@ -1083,14 +1083,13 @@ impl RawHeap {
         }
     }
 
-    /// One step of the sweep (see [`sweep_after_decay`](Self::sweep_after_decay)). Returns the
-    /// bytes purged.
+    /// One step of the sweep (see [`sweep_after_decay`](Self::sweep_after_decay)).
     #[cold]
     #[inline(never)]
-    fn sweep_free_pages(&mut self, gate: &Gate) -> usize {
+    fn sweep_free_pages(&mut self, gate: &Gate) {
         self.swept_after = self.arenas.decay_passes();
         if self.fill != Fill::Nothing {
-            return 0;
+            return;
         }
         let taken = self.arenas.pools_taken();
         let growing = taken != self.taken_at_sweep;
@@ -1098,16 +1097,15 @@ impl RawHeap {
         let positions = self.arenas.slots() * self.arenas.pools_per_arena();
         if self.sweep_left == 0 {
             if !self.arenas.shrunk_by_half() {
-                return 0;
+                return;
             }
             self.arenas.mark_peak();
             self.sweep_left = positions;
         }
         if growing {
             self.arenas.request_pass(gate);
-            return 0;
+            return;
         }
-        let mut purged = 0;
         for _ in 0..SWEEP_POOLS.min(self.sweep_left) {
             self.sweep_left -= 1;
             if self.sweep_cursor >= positions {
@@ -1130,12 +1128,11 @@ impl RawHeap {
             if pool.carved() - pool.ref_count() < PARK_PAGE.div_ceil(block_size(pool.class())) {
                 continue;
             }
-            purged += Self::park_free_pages(&mut self.arenas, pool, gate);
+            Self::park_free_pages(&mut self.arenas, pool, gate);
         }
         if self.sweep_left > 0 {
             self.arenas.request_pass(gate);
         }
-        purged
     }
 
     /// Parks the free pages of `pool`, a listed pool in use of `arenas`' heap, and purges them
