@@ -9,8 +9,10 @@
 //! mode when `pyalloc_malloc_owns` is missing, and checks pyalloc's class sizes, which glibc
 //! does not have), so a run where `LD_PRELOAD` silently did nothing cannot pass.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 /// The library under test: cargo builds this package's library (the cdylib next to the rlib
 /// the tests could link) into `target/<profile>/deps/`, the directory of this test binary.
@@ -28,12 +30,26 @@ fn library() -> PathBuf {
     so
 }
 
-/// Compiles `tests/c/<name>.c` into the target's scratch directory; returns the program.
+/// Compiles `tests/c/<name>.c` into the target's scratch directory, once per test process;
+/// returns the program.
+///
+/// Several tests run the same program on parallel threads. Were each to compile it, one
+/// thread's linker could still be writing the file while another thread executes it, and
+/// `execve` fails with `ETXTBSY` ("Text file busy"). So the first caller compiles, under a lock,
+/// into a name of its own and renames the finished program into place; the others wait for
+/// the lock and reuse the path.
 fn compile(name: &str) -> PathBuf {
+    static COMPILED: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut compiled = COMPILED.lock().unwrap_or_else(|poison| poison.into_inner());
+    if let Some(program) = compiled.get(name) {
+        return program.clone();
+    }
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
-    let program = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("preload-{name}"));
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let program = scratch.join(format!("preload-{name}"));
+    let partial = scratch.join(format!("preload-{name}.{}.partial", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args([
@@ -44,12 +60,15 @@ fn compile(name: &str) -> PathBuf {
             "-pthread",
             "-o",
         ])
-        .arg(&program)
+        .arg(&partial)
         .arg(&source)
         .arg("-ldl")
         .status()
         .unwrap_or_else(|e| panic!("running {cc}: {e} (a C compiler is needed for these tests)"));
     assert!(status.success(), "{cc} failed on {}", source.display());
+    std::fs::rename(&partial, &program)
+        .unwrap_or_else(|e| panic!("moving {} to {}: {e}", partial.display(), program.display()));
+    compiled.insert(name.to_owned(), program.clone());
     program
 }
 
