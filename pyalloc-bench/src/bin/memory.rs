@@ -19,7 +19,11 @@
 //! release call made afterwards. The RSS right after the frees, the window's own payload, the
 //! rounds of replacement done in the second and the `LazyFree` bytes then
 //! (`/proc/self/smaps_rollup`: pages given back with `MADV_FREE`, still counted in the RSS
-//! until the kernel needs them) are printed below the table and are the CSV's last columns. pyalloc's decay
+//! until the kernel needs them) and the second's size-class floor (the pages that any allocator
+//! carving 16-byte size classes from 4 KiB pages keeps for each class's highest count of live
+//! blocks, since frees at random leave holes in pages rather than free pages: see
+//! `Window::class_floor`) are printed below the
+//! table and are the CSV's last columns. pyalloc's decay
 //! (`PYALLOC_RELEASE`, or a `pyalloc:POLICY` peer) runs on its slow paths only; the window
 //! turns pools over, so they happen.
 //!
@@ -48,6 +52,10 @@ const WINDOW: usize = 4096;
 const WINDOW_TURN: usize = 64;
 /// `after-decay`: the window's block sizes, uniform.
 const WINDOW_SIZES: core::ops::RangeInclusive<usize> = 16..=512;
+/// `after-decay`'s floor: the size classes of a pool allocator (CPython's: 16-byte steps)...
+const CLASS_STEP: usize = 16;
+/// ...and the pages they are carved from.
+const PAGE: usize = 4096;
 
 /// The frees after the peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +136,8 @@ struct Light {
     rounds: usize,
     /// `LazyFree` after the second (pages given back with `MADV_FREE`, still in the RSS).
     lazy_free: usize,
+    /// The size-class floor of the second: see [`Window::class_floor`].
+    class_floor: usize,
 }
 
 /// `after-decay`'s light allocation: a window of [`WINDOW`] live blocks of random sizes, of
@@ -136,6 +146,9 @@ struct Light {
 struct Window {
     blocks: Vec<(*mut u8, core::alloc::Layout)>,
     rng: fastrand::Rng,
+    /// Live blocks of each size class (16-byte steps), and the most there have been.
+    live: Vec<usize>,
+    most: Vec<usize>,
 }
 
 impl Window {
@@ -143,7 +156,24 @@ impl Window {
         Window {
             blocks: vec![(core::ptr::dangling_mut::<u8>(), layout(16)); WINDOW],
             rng: seeded(0xDECA),
+            live: vec![0; WINDOW_SIZES.end().div_ceil(CLASS_STEP) + 1],
+            most: vec![0; WINDOW_SIZES.end().div_ceil(CLASS_STEP) + 1],
         }
+    }
+
+    /// The bytes any allocator that segregates size classes (16-byte steps) into 4 KiB pages
+    /// keeps resident at the end of the second, unless it purges a page of which a block was
+    /// ever live: it has carved each class's highest count of live blocks, and the frees in
+    /// between hit blocks at random, so they leave holes, not free pages. pymalloc, mimalloc,
+    /// jemalloc and pyalloc are such allocators; glibc, which coalesces free chunks of any
+    /// size, is not. Pool headers, partly carved pages past the highest count and the
+    /// allocator's own structures come on top.
+    fn class_floor(&self) -> usize {
+        self.most
+            .iter()
+            .enumerate()
+            .map(|(class, &most)| (most * class * CLASS_STEP).div_ceil(PAGE) * PAGE)
+            .sum()
     }
 
     fn fill<P: Peer>(&mut self, peer: &P, at: usize) {
@@ -157,6 +187,19 @@ impl Window {
             p.add(l.size() - 1).write_volatile(at as u8);
         }
         self.blocks[at] = (p, l);
+        self.born(l.size());
+    }
+
+    /// Counts a block of `size` bytes made live, for [`Window::class_floor`].
+    fn born(&mut self, size: usize) {
+        let class = size.div_ceil(CLASS_STEP);
+        self.live[class] += 1;
+        self.most[class] = self.most[class].max(self.live[class]);
+    }
+
+    /// Counts a block of `size` bytes freed.
+    fn died(&mut self, size: usize) {
+        self.live[size.div_ceil(CLASS_STEP)] -= 1;
     }
 
     /// Runs the second; returns the rounds done.
@@ -172,6 +215,7 @@ impl Window {
                 let (p, l) = self.blocks[at];
                 // SAFETY: every slot holds a live block of this peer (filled above).
                 unsafe { peer.free(p, l) };
+                self.died(l.size());
                 self.fill(peer, at);
             }
             rounds += 1;
@@ -226,6 +270,7 @@ impl PeerVisitor for Child {
                 before,
                 rounds,
                 lazy_free: lazy_free_bytes(),
+                class_floor: window.class_floor(),
             });
         }
         peer.release();
@@ -260,7 +305,10 @@ fn child(peer: &str, scenario: &str) -> ExitCode {
         Some(f) => {
             print!("{} {} {}", f.peak, f.after_free, f.after_release);
             if let Some(l) = f.light {
-                print!(" {} {} {}", l.before, l.rounds, l.lazy_free);
+                print!(
+                    " {} {} {} {}",
+                    l.before, l.rounds, l.lazy_free, l.class_floor
+                );
             }
             println!();
             ExitCode::SUCCESS
@@ -293,16 +341,19 @@ fn run_child(kind: PeerKind, scenario: Scenario) -> Result<Figures, String> {
             after_release,
             light: None,
         }),
-        (true, &[peak, after_free, after_release, before, rounds, lazy_free]) => Ok(Figures {
-            peak,
-            after_free,
-            after_release,
-            light: Some(Light {
-                before,
-                rounds,
-                lazy_free,
-            }),
-        }),
+        (true, &[peak, after_free, after_release, before, rounds, lazy_free, class_floor]) => {
+            Ok(Figures {
+                peak,
+                after_free,
+                after_release,
+                light: Some(Light {
+                    before,
+                    rounds,
+                    lazy_free,
+                    class_floor,
+                }),
+            })
+        }
         _ => Err(format!(
             "child {} {} failed ({}): {}{}",
             kind.key(),
@@ -364,18 +415,19 @@ fn main() -> ExitCode {
         println!(
             "allocator,peak_rss_per_payload,scenario,rss_after_free_pct_of_peak,\
              rss_after_release_pct_of_peak,rss_before_light_pct_of_peak,light_rounds,\
-             lazy_free_after_light_pct_of_peak"
+             lazy_free_after_light_pct_of_peak,size_class_floor_pct_of_peak"
         );
         for (kind, figures) in &rows {
             for (scenario, f) in Scenario::ALL.iter().zip(figures) {
                 let light = f.light.map_or_else(
-                    || ",,".to_owned(),
+                    || ",,,".to_owned(),
                     |l| {
                         format!(
-                            "{:.1},{},{:.1}",
+                            "{:.1},{},{:.1},{:.2}",
                             pct(l.before, f.peak),
                             l.rounds,
-                            pct(l.lazy_free, f.peak)
+                            pct(l.lazy_free, f.peak),
+                            pct(l.class_floor, f.peak)
                         )
                     },
                 );
@@ -453,13 +505,14 @@ fn print_table(rows: &[(PeerKind, Vec<Figures>)]) {
             let Some(l) = f.light else { continue };
             println!(
                 "  {:<28} {:>6.1}% -> {:>6.1}% -> {:>6.1}%   ({} rounds of {WINDOW_TURN}; \
-                 LazyFree {:.1}% of the peak)",
+                 LazyFree {:.1}%; size-class floor {:.2}% of the peak)",
                 kind.label(),
                 pct(l.before, f.peak),
                 pct(f.after_free, f.peak),
                 pct(f.after_release, f.peak),
                 l.rounds,
-                pct(l.lazy_free, f.peak)
+                pct(l.lazy_free, f.peak),
+                pct(l.class_floor, f.peak)
             );
         }
     }
@@ -524,5 +577,42 @@ fn chart_of(rows: &[(PeerKind, Vec<Figures>)]) -> Chart {
                 weight: 4,
             },
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_floor_counts_the_pages_of_each_class_highest_live_count() {
+        let mut window = Window::new();
+        assert_eq!(window.class_floor(), 0);
+        // Nine blocks of 500 B (class 512: 4,608 B, two pages), of which five die again: the
+        // highest count is what the pages were carved for.
+        for _ in 0..9 {
+            window.born(500);
+        }
+        for _ in 0..5 {
+            window.died(500);
+        }
+        assert_eq!(window.class_floor(), 2 * PAGE);
+        // A block of 16 B is a page of its own class, and a second one shares it.
+        window.born(16);
+        window.born(9);
+        assert_eq!(window.class_floor(), 3 * PAGE);
+        // Reaching the old highest count again carves nothing more; passing it does not
+        // either while the class's pages have room (4 + 5 = 9, then 10 blocks: 5,120 B).
+        for _ in 0..5 {
+            window.born(512);
+        }
+        assert_eq!(window.class_floor(), 3 * PAGE);
+        window.born(497);
+        assert_eq!(window.class_floor(), 3 * PAGE);
+        for _ in 0..7 {
+            window.born(512);
+        }
+        // 17 blocks of 512 B: 8,704 B, three pages.
+        assert_eq!(window.class_floor(), 4 * PAGE);
     }
 }
