@@ -16,16 +16,14 @@
 //! random, then goes on allocating lightly for one second of wall time (a sliding window of
 //! 4096 live blocks of random sizes 16–512 B, 64 of them replaced every millisecond, sleeping
 //! in between), and records the RSS then, with no release call; the "with" figure is after a
-//! release call made afterwards. The RSS right after the frees, the window's own payload, the
-//! rounds of replacement done in the second and the `LazyFree` bytes then
-//! (`/proc/self/smaps_rollup`: pages given back with `MADV_FREE`, still counted in the RSS
-//! until the kernel needs them) and the second's size-class floor (the pages that any allocator
-//! carving 16-byte size classes from 4 KiB pages keeps for each class's highest count of live
-//! blocks, since frees at random leave holes in pages rather than free pages: see
-//! `Window::class_floor`) are printed below the
-//! table and are the CSV's last columns. pyalloc's decay
-//! (`PYALLOC_RELEASE`, or a `pyalloc:POLICY` peer) runs on its slow paths only; the window
-//! turns pools over, so they happen.
+//! release call made afterwards. Printed below the table, and the CSV's last columns: the RSS
+//! right after the frees, the window's own payload, the rounds of replacement done in the
+//! second, the `LazyFree` bytes then (`/proc/self/smaps_rollup`: pages given back with
+//! `MADV_FREE`, still counted in the RSS until the kernel needs them), and the second's
+//! size-class floor (the pages that any allocator carving 16-byte size classes from 4 KiB
+//! pages keeps for each class's highest count of live blocks: `Window::class_floor`).
+//! pyalloc's decay (`PYALLOC_RELEASE`, or a `pyalloc:POLICY` peer) runs on its slow paths
+//! only; the window turns pools over, so they happen.
 //!
 //! The table is also drawn as a bar chart, written to `--svg PATH` (by default
 //! `target/charts/memory.svg`): peak RSS over the payload per allocator, and the RSS left
@@ -162,12 +160,12 @@ impl Window {
     }
 
     /// The bytes any allocator that segregates size classes (16-byte steps) into 4 KiB pages
-    /// keeps resident at the end of the second, unless it purges a page of which a block was
-    /// ever live: it has carved each class's highest count of live blocks, and the frees in
-    /// between hit blocks at random, so they leave holes, not free pages. pymalloc, mimalloc,
-    /// jemalloc and pyalloc are such allocators; glibc, which coalesces free chunks of any
-    /// size, is not. Pool headers, partly carved pages past the highest count and the
-    /// allocator's own structures come on top.
+    /// keeps resident at the end of the second without moving live blocks: it has carved
+    /// pages for each class's highest count of live blocks, and the frees since then hit
+    /// blocks at random, so they leave holes in those pages, not free pages (a page holds 8
+    /// to 256 of the window's blocks). pymalloc, mimalloc, jemalloc and pyalloc are such
+    /// allocators; glibc, which coalesces free chunks of any size, is not. Pool headers,
+    /// pages carved past the highest count and the allocator's own structures come on top.
     fn class_floor(&self) -> usize {
         self.most
             .iter()
