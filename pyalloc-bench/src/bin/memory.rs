@@ -54,6 +54,8 @@ const WINDOW_SIZES: core::ops::RangeInclusive<usize> = 16..=512;
 const CLASS_STEP: usize = 16;
 /// ...and the pages they are carved from.
 const PAGE: usize = 4096;
+/// `after-decay`'s size classes, indexed by size in [`CLASS_STEP`]s rounded up (0 unused).
+const CLASSES: usize = WINDOW_SIZES.end().div_ceil(CLASS_STEP) + 1;
 
 /// The frees after the peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,8 +156,8 @@ impl Window {
         Window {
             blocks: vec![(core::ptr::dangling_mut::<u8>(), layout(16)); WINDOW],
             rng: seeded(0xDECA),
-            live: vec![0; WINDOW_SIZES.end().div_ceil(CLASS_STEP) + 1],
-            most: vec![0; WINDOW_SIZES.end().div_ceil(CLASS_STEP) + 1],
+            live: vec![0; CLASSES],
+            most: vec![0; CLASSES],
         }
     }
 
